@@ -1,0 +1,1 @@
+"""prvr-bench core: config, registry, data, evaluator, training loop, tracking, CLIs."""

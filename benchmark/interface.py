@@ -1,0 +1,138 @@
+"""The method plug-in contract (docs/architecture.md §3).
+
+The training loop and the evaluator talk to a method through exactly four calls:
+``encode_queries``, ``encode_videos``, ``score`` and ``compute_loss``. Everything else about a
+method is private to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
+
+#: Optional inputs a method may ask ``load_split`` to open or compute.
+#: "clips": the 32-clip sequence (MS-SL); "teacher": CLIP teacher features (training splits);
+#: "teacher_length": resample student frames to the teacher length first (DL-DKD++ §1.3 step 4).
+KNOWN_REQUIREMENTS = frozenset({"clips", "teacher", "teacher_length"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    """Base of every method's frozen config dataclass. Fields carry reference defaults."""
+
+
+@dataclass(frozen=True)
+class FeatureDims:
+    """Feature sizes read from the data files, never from constants."""
+
+    query: int                      # d_q: RoBERTa token size (768 TVR, 1024 AN/Charades)
+    video: int                      # d_v: visual feature size (3072 TVR, 1024 AN/Charades)
+    teacher: int | None = None      # d_t: CLIP size (512) when teacher files are opened
+    max_frames: int = 128           # max_ctx_l
+    max_query_tokens: int = 30      # max_desc_l
+    num_clips: int = 32             # map_size
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is; every schedule is a pure function of this."""
+
+    epoch: int             # 0-based, as the reference schedules count
+    num_epochs: int
+    step: int              # optimiser steps already taken
+    steps_per_epoch: int
+
+    @property
+    def fraction(self) -> float:
+        """Progress through the whole run in [0, 1] at step granularity."""
+        total = max(self.num_epochs * self.steps_per_epoch, 1)
+        return min(self.step / total, 1.0)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """A frozen bundle of tensors whose first dimension indexes items (queries or videos).
+
+    Methods subclass it with their own fields. Fields that are None are carried through.
+    The evaluator uses only ``len``, ``take``, ``to`` and ``cat``.
+    """
+
+    def _tensors(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __len__(self) -> int:
+        for value in self._tensors().values():
+            if isinstance(value, Tensor):
+                return value.shape[0]
+        raise ValueError(f"{type(self).__name__} holds no tensor")
+
+    def take(self, index: Tensor | slice) -> "Encoding":
+        return replace(self, **{k: (v[index] if isinstance(v, Tensor) else v)
+                                for k, v in self._tensors().items()})
+
+    def to(self, device) -> "Encoding":
+        return replace(self, **{k: (v.to(device) if isinstance(v, Tensor) else v)
+                                for k, v in self._tensors().items()})
+
+    @classmethod
+    def cat(cls, parts: Sequence["Encoding"]) -> "Encoding":
+        """Concatenate along the item axis; tensors with different trailing lengths (e.g. the
+        frame axis of video chunks) are zero-padded on dim 1 to the longest part."""
+        if not parts:
+            raise ValueError("cannot concatenate zero encodings")
+        first = parts[0]
+        out = {}
+        for name, value in first._tensors().items():
+            if not isinstance(value, Tensor):
+                out[name] = value
+                continue
+            items = [getattr(p, name) for p in parts]
+            if value.dim() >= 2 and len({t.shape[1] for t in items}) > 1:
+                width = max(t.shape[1] for t in items)
+                items = [torch.nn.functional.pad(t, [0, 0] * (t.dim() - 2) + [0, width - t.shape[1]])
+                         for t in items]
+            out[name] = torch.cat(items, dim=0)
+        return replace(first, **out)
+
+
+class PRVRMethod(nn.Module):
+    """Base class of every PRVR method.
+
+    Subclasses set ``config_cls`` and, when they need optional inputs, ``requires`` (or
+    override ``requirements`` when they depend on the config).
+    """
+
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: MethodConfig, dims: FeatureDims) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, "
+                            f"got {type(config).__name__}")
+        self.config = config
+        self.dims = dims
+
+    @classmethod
+    def requirements(cls, config: MethodConfig) -> frozenset[str]:
+        """Optional inputs to open for this config (subset of KNOWN_REQUIREMENTS)."""
+        return cls.requires
+
+    def encode_queries(self, queries: QueryBatch) -> Encoding:
+        raise NotImplementedError
+
+    def encode_videos(self, videos: VideoBatch) -> Encoding:
+        raise NotImplementedError
+
+    def score(self, q: Encoding, v: Encoding) -> dict[str, Tensor]:
+        """Named (len(q), len(v)) score matrices; "score" ranks videos. Must be separable:
+        a pair's value depends only on that query and that video."""
+        raise NotImplementedError
+
+    def compute_loss(self, batch: TrainBatch, progress: Progress) -> dict[str, Tensor]:
+        """"loss" is back-propagated; "loss_*" terms and scalar diagnostics are logged."""
+        raise NotImplementedError

@@ -1,0 +1,128 @@
+"""Registries of methods and variants (docs/architecture.md §3).
+
+A base method is a class plus its default config; a variant ``<base>.<name>`` is a named,
+validated config delta of its base (dotted paths relative to the method config).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Generic, Iterator, Mapping, TypeVar
+
+from benchmark.interface import MethodConfig, PRVRMethod
+from benchmark.overrides import ConfigError, apply_overrides
+
+T = TypeVar("T")
+
+ENTRY_POINT_GROUP = "prvr_bench.methods"
+
+
+class UnknownNameError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """Name -> entry. Raises on duplicates; unknown names get close suggestions."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def add(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise ValueError(f"duplicate {self.kind} name {name!r}")
+        self._items[name] = item
+        return item
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            known = ", ".join(sorted(self._items)) or "(none registered: is the project installed?)"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} Known: {known}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method or variant, resolved to (class, full config delta)."""
+
+    name: str                      # "dl-dkd++" or "dl-dkd++.hard-targets"
+    base: str                      # "dl-dkd++"
+    cls: type[PRVRMethod]
+    default_config: MethodConfig   # base defaults with the variant delta applied
+    summary: str
+    delta: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_variant(self) -> bool:
+        return self.name != self.base
+
+
+METHODS: Registry[MethodEntry] = Registry("method")
+
+
+def register_method(name: str, cls: type[PRVRMethod], config: MethodConfig, summary: str,
+                    *, tags: Mapping[str, str] | None = None) -> MethodEntry:
+    """Register a base method. ``tags`` are added to every run of it and its variants
+    (e.g. {"reconstruction": "true"} for kdc-net)."""
+    if "." in name or name != name.lower() or " " in name:
+        raise ValueError(f"base method names are lower-case kebab-case without dots: {name!r}")
+    if not isinstance(config, cls.config_cls):
+        raise TypeError(f"{name}: config must be a {cls.config_cls.__name__}")
+    return METHODS.add(name, MethodEntry(name, name, cls, config, summary, {}, dict(tags or {})))
+
+
+def register_variant(name: str, summary: str, delta: Mapping[str, Any]) -> MethodEntry:
+    """Register ``<base>.<variant>`` as a named config delta of a registered base method.
+    The delta is validated now (unknown keys and wrong types raise at import)."""
+    base_name, sep, rest = name.partition(".")
+    if not sep or not rest:
+        raise ValueError(f"variant names look like '<base>.<variant>': {name!r}")
+    base = METHODS.get(base_name)
+    try:
+        config = apply_overrides(base.default_config, dict(delta))
+    except ConfigError as exc:
+        raise ConfigError(f"variant {name!r}: {exc}") from None
+    return METHODS.add(name, MethodEntry(name, base_name, base.cls, config, summary,
+                                         dict(delta), dict(base.tags)))
+
+
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every module of the ``prvr_bench.methods`` entry-point group once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    if not eps:
+        raise RuntimeError(f"no '{ENTRY_POINT_GROUP}' entry points found: install the project "
+                           "(pip install -e .) so its methods register")
+    for ep in eps:
+        ep.load()
+
+
+def get_method(name: str) -> MethodEntry:
+    load_plugins()
+    return METHODS.get(name)
+
+
+def list_methods() -> list[MethodEntry]:
+    load_plugins()
+    return [METHODS.get(n) for n in METHODS.names()]

@@ -1,0 +1,4 @@
+"""Built-in PRVR methods: importing this package registers them (entry point `prvr_bench.methods`).
+
+Each method module registers its base methods and variants at import; add one import per module.
+"""
