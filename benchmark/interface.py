@@ -108,6 +108,9 @@ class PRVRMethod(nn.Module):
 
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: How the training collate orders a batch (docs/methods.md §1.4): MS-SL sorts videos by
+    #: frame count, DL-DKD/++ by caption count (which DL-DKD++'s soft-target partition sees).
+    batch_sort: ClassVar[str] = "frames"   # "frames" | "captions"
 
     def __init__(self, config: MethodConfig, dims: FeatureDims) -> None:
         super().__init__()
