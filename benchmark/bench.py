@@ -1,0 +1,89 @@
+"""`python -m benchmark.bench`: speed and memory of the hot paths, in one run, never asserted.
+
+Each module in ``benchmark/benches/`` exposes ``run(data_root, device) -> dict`` of named results
+(speed as ratios against a naive approach measured in the same run, peak memory in MB). This CLI
+generates (once, cached) the synthetic ``small`` TVR collection they share, runs every module (or
+the ones named with ``--only``), prints one table and writes the results as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from benchmark import stores
+from benchmark.data.layout import Layout
+
+
+def _modules() -> list[str]:
+    import benchmark.benches as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def ensure_small_tvr(runs_dir: Path, seed: int = 0) -> Path:
+    """Generate the synthetic small TVR profile once under runs/data and return its root."""
+    root = runs_dir / "data" / f"tvr-small-s{seed}"
+    if not Layout.resolve(root, "tvr").is_synthetic():
+        print(f"generating synthetic small TVR into {root} (once; cached)", flush=True)
+        subprocess.run([sys.executable, "-m", "benchmark.generate", "--profile", "tvr", "--scale",
+                        "small", "--seed", str(seed), "--out", str(root)], check=True)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.bench", description=__doc__)
+    parser.add_argument("--only", nargs="*", help=f"benchmark modules to run (default: all of {_modules()})")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--runs-dir", default=None)
+    parser.add_argument("--json-out", default=None, help="default: <runs>/bench.json")
+    args = parser.parse_args(argv)
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    runs_dir = stores.runs_dir(args.runs_dir)
+    data_root = ensure_small_tvr(runs_dir)
+    names = args.only or _modules()
+    unknown = sorted(set(names) - set(_modules()))
+    if unknown:
+        parser.error(f"unknown benchmark module(s) {unknown}; known: {_modules()}")
+
+    results: dict[str, dict] = {"_meta": {"device": device, "torch": torch.__version__,
+                                          "threads": torch.get_num_threads(),
+                                          "data": str(data_root), "synthetic": True}}
+    failed = []
+    for name in names:
+        start = time.perf_counter()
+        print(f"== {name}", flush=True)
+        try:
+            out = importlib.import_module(f"benchmark.benches.{name}").run(data_root, device)
+        except Exception:  # report every module; fail the command at the end
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        out = dict(out)
+        out["bench_wall_seconds"] = round(time.perf_counter() - start, 2)
+        results[name] = out
+        for key, value in out.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            print(f"  {key:<48} {shown}", flush=True)
+
+    path = Path(args.json_out) if args.json_out else runs_dir / "bench.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(f"results written to {path}")
+    if failed:
+        print(f"FAILED benchmark modules: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
