@@ -1,0 +1,129 @@
+"""Schedules pinned against the tables of docs/methods.md §5.3 and §6.5."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmark.interface import Progress
+from benchmark.overrides import ConfigError, apply_overrides
+from benchmark.schedules import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, Schedule, reference_beta_floor,
+                                 schedule_delta, soft_target_schedule)
+
+EPOCHS = [0, 10, 20, 30, 40, 50, 60, 70, 80]
+
+
+def values(schedule: Schedule, epochs, num_epochs: int = 120):
+    return [round(schedule(Progress(epoch=e, num_epochs=num_epochs, step=0, steps_per_epoch=1)), 3)
+            for e in epochs]
+
+
+def test_kd_exp_table():
+    assert values(REFERENCE_KD_DECAYS[1], EPOCHS[:6]) == [1.0, 0.599, 0.358, 0.215, 0.129, 0.077]
+
+
+def test_kd_linear_table_and_floor():
+    assert values(REFERENCE_KD_DECAYS[2], EPOCHS[:6]) == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    assert values(REFERENCE_KD_DECAYS[2], [95, 99, 150]) == [0.05, 0.05, 0.05]   # max(ke+b, .05)
+
+
+def test_kd_sigmoid_table():
+    assert values(REFERENCE_KD_DECAYS[3], EPOCHS) == [0.999, 0.996, 0.985, 0.950, 0.844, 0.607,
+                                                      0.307, 0.113, 0.035]
+
+
+def test_kd_constant():
+    assert values(REFERENCE_KD_DECAYS[0], EPOCHS) == [1.0] * len(EPOCHS)
+
+
+@pytest.mark.parametrize("rising, falling", [(4, 1), (5, 2), (6, 3)])
+def test_increasing_kinds_are_one_minus_the_decay(rising, falling):
+    for e in range(0, 120, 7):
+        up = REFERENCE_KD_DECAYS[rising].at_epoch(e)
+        down = REFERENCE_KD_DECAYS[falling].at_epoch(e)
+        assert up == pytest.approx(1 - down, abs=1e-12)
+    assert REFERENCE_KD_DECAYS[rising].kind in KD_INIT_KINDS
+    assert REFERENCE_KD_DECAYS[falling].kind not in KD_INIT_KINDS
+
+
+def test_decay_way_7_capped_growth():
+    s = REFERENCE_KD_DECAYS[7]
+    for e in (0, 10, 50, 94, 95, 120):
+        assert s.at_epoch(e) == pytest.approx(min(0.001 * 1.05 ** e, 0.1))
+    assert s.at_epoch(0) == pytest.approx(0.001)
+    assert s.at_epoch(120) == pytest.approx(0.1)       # 1.05^e passes 100 at e≈94.4
+
+
+def test_decay_way_8_rising_capped():
+    s = REFERENCE_KD_DECAYS[8]
+    assert s.at_epoch(0) == pytest.approx(0.001)       # floor: 0.1·(1 − 1) = 0
+    assert s.at_epoch(10) == pytest.approx(0.1 * (1 - 0.95 ** 10))
+    assert s.at_epoch(100) == pytest.approx(0.1 * (1 - 0.95 ** 100))
+    assert all(s.at_epoch(e) <= 0.1 for e in range(200))
+
+
+def test_alpha_beta_table_section_6_5():
+    alpha = soft_target_schedule("sigmoid", 0.8, 0.0)
+    beta = soft_target_schedule("sigmoid", 0.8, reference_beta_floor(0.8))
+    assert values(alpha, EPOCHS) == [0.799, 0.797, 0.788, 0.760, 0.675, 0.486, 0.245, 0.090, 0.028]
+    assert values(beta, EPOCHS) == [0.799, 0.797, 0.788, 0.760, 0.675, 0.5, 0.5, 0.5, 0.5]
+    assert beta.at_epoch(49) > 0.5 and beta.at_epoch(50) == 0.5   # floor reached at e≈49.4
+
+
+def test_kd_weight_row_section_6_5():
+    kd = REFERENCE_KD_DECAYS[1]
+    assert [round(0.1 * kd.at_epoch(e), 3) for e in EPOCHS] == [0.1, 0.06, 0.036, 0.021, 0.013,
+                                                                0.008, 0.005, 0.003, 0.002]
+
+
+def test_beta_floor_rule():
+    assert reference_beta_floor(0.8) == 0.5
+    assert reference_beta_floor(0.5) == 0.5
+    assert reference_beta_floor(0.49) == 0.0
+
+
+def test_alpha_beta_alternatives():
+    n = 120
+    exp = soft_target_schedule("exp", 0.8, 0.5)
+    assert exp.at_epoch(5, n) == pytest.approx(0.8 * 0.95 ** 5)
+    assert exp.at_epoch(60, n) == 0.5                                      # floored
+    lin = soft_target_schedule("linear", 0.8, 0.2)
+    assert lin.at_epoch(0, n) == pytest.approx(0.8)
+    assert lin.at_epoch(60, n) == pytest.approx(0.8 + (0.2 - 0.8) * 60 / 120)
+    assert lin.at_epoch(120, n) == pytest.approx(0.2)
+    cos = soft_target_schedule("cosine", 0.8, 0.0)
+    assert cos.at_epoch(0, n) == pytest.approx(0.8)
+    assert cos.at_epoch(60, n) == pytest.approx(0.4)
+    assert cos.at_epoch(120, n) == pytest.approx(0.0, abs=1e-12)
+    assert cos.at_epoch(30, n) == pytest.approx(0.4 * (1 + math.cos(math.pi / 4)))
+    none = soft_target_schedule("none", 0.8, 0.5)
+    assert values(none, EPOCHS) == [0.8] * len(EPOCHS)
+    # linear/cosine read num_epochs from the Progress
+    assert lin(Progress(epoch=50, num_epochs=100, step=0, steps_per_epoch=1)) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown"):
+        soft_target_schedule("step", 0.8, 0.0)  # type: ignore[arg-type]
+
+
+def test_schedule_is_pure_and_frozen():
+    s = REFERENCE_KD_DECAYS[1]
+    p = Progress(epoch=10, num_epochs=100, step=3, steps_per_epoch=5)
+    assert s(p) == s(p)
+    with pytest.raises(Exception):
+        s.base = 0.5  # type: ignore[misc]
+
+
+def test_schedule_through_overrides():
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True, kw_only=True)
+    class Holder:
+        decay: Schedule = field(default_factory=lambda: Schedule(kind="exp"))
+
+    h = apply_overrides(Holder(), {"decay.kind": "sigmoid", "decay.sigmoid_k": "400"})
+    assert h.decay == Schedule(kind="sigmoid", sigmoid_k=400.0)
+    h = apply_overrides(Holder(), schedule_delta("decay", REFERENCE_KD_DECAYS[8]))
+    assert h.decay == REFERENCE_KD_DECAYS[8]
+    with pytest.raises(ConfigError, match="decay.kind"):
+        apply_overrides(Holder(), {"decay.kind": "quadratic"})
+    with pytest.raises(ConfigError, match="sigmoid_k"):
+        apply_overrides(Holder(), {"decay.sigmoid_k": 0.0})
