@@ -2,3 +2,4 @@
 
 Each method module registers its base methods and variants at import; add one import per module.
 """
+from methods import mean_pool  # noqa: F401

@@ -1,0 +1,299 @@
+"""ExperimentConfig: one frozen, typed config per run, built in layers (docs/architecture.md §6).
+
+Layers, applied in this order, each through :func:`benchmark.overrides.apply_overrides` (which
+rejects unknown keys with suggestions and wrong types naming the key):
+
+1. dataclass defaults (the reference code defaults; the method section starts from the *base*
+   method's registered default config);
+2. ``benchmark/presets/collections.toml``, the table of the collection;
+3. ``methods/presets/<base>.toml`` next to the method class: ``[default]`` then ``[<collection>]``;
+4. the variant's delta (paths relative to the method config, so applied under ``method.``);
+5. user files (``--config a.toml`` or a saved ``config.json``), in the order given;
+6. top-level keyword shortcuts of :func:`load_config` (CLI flags such as ``--epochs``), then the
+   ``--set`` overrides;
+7. a sweep trial's overrides.
+
+``data.collection`` and ``method_name`` are identity, not settings: they are fixed by the
+arguments and a file that disagrees is an error. ``data_root`` given as an argument wins over a
+file's (a saved config.json rerun on another machine keeps its data where it is).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from benchmark.interface import MethodConfig
+from benchmark.overrides import ConfigError, apply_overrides, flatten as _flatten, to_jsonable
+from benchmark.registry import get_method
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the data is and how it is cut (docs/methods.md §1.3)."""
+
+    data_root: str | None = None          # ROOT of the MS-SL layout; required to run
+    collection: str = "tvr"
+    visual_feature: str | None = None     # None: the collection's default (benchmark/data/layout.py)
+    moments: str | None = None            # moments table; None: <c>_moments.jsonl or the built-in one
+    relevance: str | None = None          # dense relevance labels for multi-positive evaluation
+    max_frames: int = 128                 # ref: max_ctx_l
+    max_query_tokens: int = 30            # ref: max_desc_l
+    num_clips: int = 32                   # ref: map_size
+
+    def __post_init__(self) -> None:
+        for name in ("max_frames", "max_query_tokens", "num_clips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Epoch loop settings (docs/methods.md §1.4, §3.5)."""
+
+    epochs: int = 100                     # ref: n_epoch 100 (ms-sl config.py)
+    batch_size: int = 128                 # ref: bsz 128 videos
+    early_stop_patience: int = 10         # ref: max_es_cnt 10; stop when es_cnt > patience
+    num_workers: int = 0                  # loader runs in-process; the reference's 8 workers add no randomness
+    val_every: int = 1                    # validate every N epochs (ref: every epoch)
+    detect_anomaly: bool = False          # PAPER-VS-CODE §3.5: reference trains under detect_anomaly (slow, same numbers)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if self.early_stop_patience < 0:
+            raise ValueError("train.early_stop_patience must be >= 0")
+        if self.val_every < 1:
+            raise ValueError("train.val_every must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """The reference BertAdam and warmup_linear schedule (docs/methods.md §3.5)."""
+
+    lr: float = 2.5e-4                    # ref: ms-sl / dl-dkd config.py
+    warmup_proportion: float = 0.01       # ref: lr_warmup_proportion
+    weight_decay: float = 0.01            # used only with weight_decay_source="config"
+    weight_decay_source: Literal["reference", "config"] = "reference"  # ref hard-codes 0.01, ignores --wd
+    clip: Literal["per_tensor", "global"] = "per_tensor"   # ref clips each tensor separately
+    max_grad_norm: float = 1.0            # ref: BertAdam max_grad_norm; <= 0 switches clipping off
+    bias_correction: bool = False         # ref: BertAdam has none
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_proportion < 1:
+            raise ValueError(f"optim.warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+        if self.weight_decay < 0:
+            raise ValueError("optim.weight_decay must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Evaluator chunking and the M/V bins (docs/architecture.md §4)."""
+
+    query_chunk: int = 2048
+    video_chunk: int | None = 256         # None: score all videos of a query chunk at once
+    mv_edges: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.query_chunk < 1:
+            raise ValueError("eval.query_chunk must be >= 1")
+        if self.video_chunk is not None and self.video_chunk < 1:
+            raise ValueError("eval.video_chunk must be >= 1 or none")
+        edges = self.mv_edges
+        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"eval.mv_edges must be strictly increasing with >= 2 edges, got {edges}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    """Where runs go (docs/architecture.md §9; resolved by benchmark/stores.py)."""
+
+    tracking_uri: str | None = None       # None: no MLflow run unless the CLI asks for one
+    runs_dir: str = "runs"
+    experiment: str | None = None         # None: naming.experiment_name(collection, synthetic)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """Everything one run needs; saved as config.json and logged flattened as params."""
+
+    method_name: str                      # registered name, e.g. "dl-dkd++.hard-targets"
+    method: MethodConfig                  # that method's own dataclass
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 2018                      # ref: ms-sl / dl-dkd seed 2018
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+# ---------------------------------------------------------------------------- layer sources
+
+def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path}: invalid TOML: {exc}") from None
+
+
+def collection_preset(collection: str) -> dict[str, Any]:
+    """Table ``[<collection>]`` of benchmark/presets/collections.toml ({} when absent)."""
+    res = importlib.resources.files("benchmark") / "presets" / "collections.toml"
+    if not res.is_file():
+        return {}
+    return dict(_read_toml(res, "collection presets").get(collection, {}))
+
+
+def method_preset_layers(method_name: str, collection: str) -> list[tuple[str, dict[str, Any]]]:
+    """``[default]`` then ``[<collection>]`` of methods/presets/<base>.toml, located through
+    importlib.resources of the package holding the method class. A missing file is no preset."""
+    entry = get_method(method_name)
+    package = entry.cls.__module__.rpartition(".")[0] or entry.cls.__module__
+    res = importlib.resources.files(package) / "presets" / f"{entry.base}.toml"
+    if not res.is_file():
+        return []
+    table = _read_toml(res, "method preset")
+    layers = []
+    for section in ("default", collection):
+        if section in table:
+            layers.append((f"{res} [{section}]", dict(table[section])))
+    return layers
+
+
+def read_user_file(path: str | Path) -> dict[str, Any]:
+    """A user config file: TOML (a nested table of the ExperimentConfig) or a saved config.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {path}: invalid JSON: {exc}") from None
+    return _read_toml(path, "config file")
+
+
+def _apply(cfg: ExperimentConfig, layer: Mapping[str, Any], source: str) -> ExperimentConfig:
+    try:
+        return apply_overrides(cfg, dict(layer))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from {source})") from None
+
+
+def _check_identity(layer: Mapping[str, Any], method_name: str, collection: str, source: str) -> dict:
+    layer = dict(layer)
+    named = layer.pop("method_name", method_name)
+    if named != method_name:
+        raise ConfigError(f"{source}: method_name {named!r} differs from the requested method "
+                          f"{method_name!r}")
+    data = layer.get("data")
+    coll = (data.get("collection") if isinstance(data, Mapping) else None) or layer.get("data.collection")
+    if coll is not None and coll != collection:
+        raise ConfigError(f"{source}: data.collection {coll!r} differs from the requested "
+                          f"collection {collection!r}")
+    return layer
+
+
+# ---------------------------------------------------------------------------- public API
+
+def default_config(method_name: str, collection: str) -> ExperimentConfig:
+    """Layer 1: dataclass defaults with the base method's registered config."""
+    entry = get_method(method_name)
+    base = get_method(entry.base)
+    return ExperimentConfig(method_name=method_name, method=base.default_config,
+                            data=DataConfig(collection=collection))
+
+
+def load_config(method_name: str, collection: str, *, data_root: str | Path | None = None,
+                config_files: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None,
+                trial_overrides: Mapping[str, Any] | None = None, **top: Any) -> ExperimentConfig:
+    """Resolve the config of one run through the layers of the module docstring.
+
+    ``top`` holds top-level shortcuts applied just before ``overrides`` (dotted keys allowed,
+    e.g. ``seed=3`` or ``**{"train.epochs": 2}``). Raises ConfigError (unknown method or key,
+    wrong type, invalid value) naming the key and the layer it came from.
+    """
+    entry = get_method(method_name)
+    cfg = default_config(method_name, collection)
+    cfg = _apply(cfg, collection_preset(collection), f"benchmark/presets/collections.toml [{collection}]")
+    for source, layer in method_preset_layers(method_name, collection):
+        cfg = _apply(cfg, _check_identity(layer, method_name, collection, source), source)
+    if entry.delta:
+        cfg = _apply(cfg, {f"method.{k}": v for k, v in entry.delta.items()},
+                     f"variant {entry.name!r}")
+    for path in config_files:
+        layer = _check_identity(read_user_file(path), method_name, collection, str(path))
+        cfg = _apply(cfg, layer, str(path))
+    if data_root is not None:
+        cfg = _apply(cfg, {"data.data_root": str(data_root)}, "--data-root")
+    if top:
+        cfg = _apply(cfg, top, "arguments")
+    if overrides:
+        cfg = _apply(cfg, _check_identity(overrides, method_name, collection, "--set"), "--set")
+    if trial_overrides:
+        cfg = _apply(cfg, trial_overrides, "trial overrides")
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    return to_jsonable(cfg)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> Path:
+    """Write the resolved config as JSON (every leaf), enough for an exact rerun."""
+    path = Path(path)
+    path.write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Rebuild a config from its JSON form: registry defaults of ``method_name``, then every leaf."""
+    data = dict(data)
+    if "method_name" not in data or "data" not in data:
+        raise ConfigError("saved config lacks 'method_name' or 'data'")
+    collection = data["data"].get("collection", "tvr")
+    cfg = default_config(data["method_name"], collection)
+    data.pop("method_name")
+    return _apply(cfg, data, "saved config")
+
+
+def load_saved_config(path: str | Path) -> ExperimentConfig:
+    """Read a config.json written by :func:`save_config`."""
+    return config_from_dict(read_user_file(Path(path)))
+
+
+def flatten(cfg: ExperimentConfig) -> dict[str, Any]:
+    """{dotted key: leaf} for MLflow params; keys equal the ``--set`` keys."""
+    return _flatten(cfg)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """sha256 of the settings that determine trained weights (method, data, train, optim, seed);
+    chunk sizes, tracking and device are excluded. Checkpoints carry it."""
+    d = config_to_dict(cfg)
+    keep = {k: d[k] for k in ("method_name", "method", "data", "train", "optim", "seed")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+def with_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """Apply dotted overrides to a resolved config (tests, benches)."""
+    return _apply(cfg, overrides, "overrides")
+
+
+__all__ = ["DataConfig", "TrainConfig", "OptimConfig", "EvalConfig", "TrackingConfig",
+           "ExperimentConfig", "ConfigError", "load_config", "save_config", "load_saved_config",
+           "config_from_dict", "config_to_dict", "flatten", "config_hash", "with_overrides",
+           "default_config", "collection_preset", "method_preset_layers"]
