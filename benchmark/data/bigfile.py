@@ -1,0 +1,126 @@
+"""BigFile reader: the MS-SL frame-feature store (docs/methods.md §1.1), over a ``np.memmap``.
+
+A BigFile directory holds
+
+* ``shape.txt``: one line ``"<N_rows> <dim>"``;
+* ``id.txt``: ``N_rows`` frame ids separated by whitespace, ISO-8859-1;
+* ``feature.bin``: ``N_rows × dim`` float32, native endian, row-major, no header;
+* ``video2frames.txt``: a Python dict literal ``{video_id: [frame_id, ...]}``.
+
+The reference reads ``video2frames.txt`` with ``eval``; prvr-bench parses it with
+``ast.literal_eval`` so a data file can never run code. All three descriptions of the store
+(shape.txt, the byte size of feature.bin, the number of ids) must agree.
+
+Shapes: ``features`` (N_rows, dim) float32 memmap.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+FLOAT32_BYTES = 4
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(path, "file not found (BigFile directories need shape.txt, id.txt, "
+                              "feature.bin and video2frames.txt)")
+    return path
+
+
+def read_shape(path: Path) -> tuple[int, int]:
+    """Parse ``shape.txt``: the first line holds two positive integers."""
+    text = _require(path).read_text(encoding="ascii", errors="replace").strip().splitlines()
+    fields = text[0].split() if text else []
+    try:
+        rows, dim = (int(v) for v in fields)
+    except ValueError:
+        raise DataError(path, f"first line must be '<N_rows> <dim>', got {text[0] if text else ''!r}") from None
+    if rows < 0 or dim <= 0:
+        raise DataError(path, f"invalid shape ({rows}, {dim})")
+    return rows, dim
+
+
+def read_ids(path: Path) -> list[str]:
+    """Parse ``id.txt``: whitespace-separated frame ids, ISO-8859-1 (as the reference opens it)."""
+    return _require(path).read_text(encoding="iso-8859-1").split()
+
+
+def read_video2frames(path: Path) -> dict[str, list[str]]:
+    """Parse ``video2frames.txt`` as a Python literal (never ``eval``)."""
+    text = _require(path).read_text(encoding="iso-8859-1")
+    try:
+        mapping = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise DataError(path, f"not a Python dict literal ({type(exc).__name__}: {exc})") from None
+    if not isinstance(mapping, dict):
+        raise DataError(path, f"expected a dict literal, got {type(mapping).__name__}")
+    for video, frames in mapping.items():
+        if not isinstance(video, str):
+            raise DataError(path, "video ids must be strings", key=video)
+        if not isinstance(frames, (list, tuple)) or not all(isinstance(f, str) for f in frames):
+            raise DataError(path, "value must be a list of frame-id strings", key=video)
+    return {video: list(frames) for video, frames in mapping.items()}
+
+
+class BigFile:
+    """One BigFile directory, memory-mapped.
+
+    ``features[row]`` is frame ``ids[row]``; ``frame_rows(video_id)`` gives the rows of a
+    video in ``video2frames`` order. Nothing but the three small text files is read eagerly.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise DataError(self.directory, "BigFile directory not found")
+        self.shape_file = self.directory / "shape.txt"
+        self.id_file = self.directory / "id.txt"
+        self.feature_file = self.directory / "feature.bin"
+        self.video2frames_file = self.directory / "video2frames.txt"
+
+        self.num_rows, self.dim = read_shape(self.shape_file)
+        self.ids = read_ids(self.id_file)
+        if len(self.ids) != self.num_rows:
+            raise DataError(self.id_file, f"holds {len(self.ids)} ids but {self.shape_file.name} "
+                                          f"says {self.num_rows} rows")
+        expected = self.num_rows * self.dim * FLOAT32_BYTES
+        actual = _require(self.feature_file).stat().st_size
+        if actual != expected:
+            raise DataError(self.feature_file, f"has {actual} bytes but {self.shape_file.name} "
+                                               f"({self.num_rows} x {self.dim} float32) needs {expected}")
+        self.row_of = {frame: row for row, frame in enumerate(self.ids)}
+        if len(self.row_of) != len(self.ids):
+            seen: set[str] = set()
+            duplicate = next(f for f in self.ids if f in seen or seen.add(f))
+            raise DataError(self.id_file, "frame id listed twice", key=duplicate)
+        self.video2frames = read_video2frames(self.video2frames_file)
+        # A zero-row store cannot be memory-mapped; keep an empty array instead.
+        self.features = (np.memmap(self.feature_file, dtype=np.float32, mode="r",
+                                   shape=(self.num_rows, self.dim))
+                         if self.num_rows else np.zeros((0, self.dim), np.float32))
+
+    def frame_rows(self, video_id: str) -> np.ndarray:
+        """Rows of ``video_id``'s frames in ``video2frames`` order.
+
+        Shapes: returns (n,) int64, n ≥ 1.
+        """
+        frames = self.video2frames.get(video_id)
+        if frames is None:
+            raise DataError(self.video2frames_file, "video has no entry", key=video_id)
+        if not frames:
+            raise DataError(self.video2frames_file, "video has zero frames", key=video_id)
+        try:
+            return np.fromiter((self.row_of[f] for f in frames), dtype=np.int64, count=len(frames))
+        except KeyError as exc:
+            raise DataError(self.id_file, f"frame id {exc.args[0]!r} of video {video_id!r} "
+                                          f"(from {self.video2frames_file.name}) is missing",
+                            key=exc.args[0]) from None
+
+    def read(self, video_id: str) -> np.ndarray:
+        """Raw frame features of one video, copied into RAM. Shapes: (n, dim) float32."""
+        return np.asarray(self.features[self.frame_rows(video_id)])

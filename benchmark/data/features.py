@@ -1,0 +1,93 @@
+"""Reference-exact feature preprocessing (docs/methods.md §1.3), vectorised over videos.
+
+Both temporal resamplings of the reference are one binning rule: for a sequence of n rows and
+K output rows, boundaries ``b_k = round(k / K * n)`` for k = 0..K (round half to even) are
+clipped to ``n - 1``; output row k is ``mean(X[b_k:b_{k+1}])`` when ``b_k < b_{k+1}``, else
+``X[b_k]``. That is exactly the semantics of ``np.add.reduceat`` on the boundaries, so a whole
+set of videos, concatenated, is binned with one ``reduceat`` call and no loop over rows or
+videos.
+
+* ``uniform_feature_sampling`` (§1.3 step 1): K = max_len, NumPy float64 boundaries, applied
+  only when n > max_len (otherwise the rows are kept).
+* ``average_to_fixed_length`` (§1.3 step 2): K = num_clips (32) always; boundaries computed
+  in float32 as ``torch.arange(0, K + 1, 1.0) / K * n`` does in the reference.
+* ``l2_normalize``: ``x / (‖x‖₂ + 1e-5)`` per row.
+
+Side effect kept from the reference: the last input frame is never averaged into a bin when
+n > K, because the final boundary is clipped to n - 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+L2_EPS = 1e-5  # ref: l2_normalize_np_array(eps=1e-5) in every reference data_provider.py
+
+
+def l2_normalize(x: np.ndarray, eps: float = L2_EPS) -> np.ndarray:
+    """Row-wise ``x / (‖x‖₂ + eps)`` (docs/methods.md §1.3). Shapes: (..., d) -> (..., d)."""
+    x = np.asarray(x)
+    return (x / (np.linalg.norm(x, axis=-1, keepdims=True) + eps)).astype(x.dtype, copy=False)
+
+
+def _boundaries(n: int, k: int, dtype, *, keep_short: bool) -> np.ndarray:
+    if keep_short and n <= k:
+        bounds = np.arange(n + 1, dtype=np.int64)
+    else:
+        # ref: np.arange(0, K + 1, 1.0) / K * n, then round (ties to even), then clip.
+        steps = np.arange(0, k + 1, 1.0, dtype=dtype) / dtype(k) * dtype(n)
+        bounds = np.round(steps).astype(np.int64)
+    return np.minimum(bounds, n - 1)
+
+
+def bin_segments(rows: np.ndarray, lengths: np.ndarray, out_len: int, *,
+                 keep_short: bool, float32_bounds: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Bin every video of a concatenated block with the §1.3 rule, in one ``reduceat``.
+
+    ``rows`` holds the videos' raw rows back to back (video i has ``lengths[i]`` rows). Each
+    video becomes ``min(n, out_len)`` rows when ``keep_short`` (uniform sampling), or exactly
+    ``out_len`` rows otherwise (clip averaging). Means are accumulated in float64.
+
+    Shapes: rows (R, d), lengths (V,) -> (binned (R', d) float32, new lengths (V,) int64).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if (lengths <= 0).any():
+        raise ValueError("bin_segments: every video needs at least one row")
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])                 # (V,)
+    dtype = np.float32 if float32_bounds else np.float64
+    # Boundaries depend only on n: compute them once per distinct length.
+    unique, inverse = np.unique(lengths, return_inverse=True)
+    per_length = [_boundaries(int(n), out_len, dtype, keep_short=keep_short) for n in unique]
+    bounds = [per_length[j] for j in inverse]                                # V × (K_i + 1,)
+    sizes = np.fromiter((b.size for b in bounds), np.int64, len(bounds))    # (V,) = K_i + 1
+    starts = np.concatenate(bounds) + np.repeat(offsets, sizes)             # (ΣK_i + V,)
+    sums = np.add.reduceat(rows, starts, axis=0, dtype=np.float64)          # (ΣK_i + V, d)
+    keep = np.ones(starts.size, bool)
+    keep[np.cumsum(sizes) - 1] = False     # each video's trailing boundary only closes its last bin
+    # A kept entry's bin ends at the next boundary of the same video; an empty bin (b_k == b_{k+1})
+    # is the single row X[b_k], which reduceat already returns, so its count is 1.
+    counts = np.maximum(np.diff(starts)[keep[:-1]], 1)                      # (ΣK_i,)
+    binned = (sums[keep] / counts[:, None]).astype(np.float32)
+    return binned, sizes - 1
+
+
+def uniform_feature_sampling(x: np.ndarray, max_len: int = 128) -> np.ndarray:
+    """§1.3 step 1 for one video (no normalisation). Shapes: (n, d) -> (min(n, max_len), d)."""
+    x = np.asarray(x)
+    if x.shape[0] <= max_len:
+        return x
+    return bin_segments(x, np.array([x.shape[0]]), max_len, keep_short=True)[0]
+
+
+def average_to_fixed_length(x: np.ndarray, num_clips: int = 32) -> np.ndarray:
+    """§1.3 step 2 binning for one video (no normalisation). Shapes: (n, d) -> (num_clips, d)."""
+    x = np.asarray(x)
+    return bin_segments(x, np.array([x.shape[0]]), num_clips, keep_short=False,
+                        float32_bounds=True)[0]
+
+
+def normalize_query_tokens(tokens: np.ndarray, max_tokens: int = 30) -> np.ndarray:
+    """§1.3 step 3: L2-normalise every token, then keep the first ``max_tokens``.
+
+    Shapes: (L, d_q) -> (min(L, max_tokens), d_q).
+    """
+    return l2_normalize(np.asarray(tokens, dtype=np.float32))[:max_tokens]
