@@ -32,6 +32,8 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from benchmark.stores import redact  # noqa: E402
+
 # ref: mlflow.utils.validation (3.17): names may hold alphanumerics, '_', '-', '.', ' ', ':'
 # and '/'; batch requests take at most 100 params/tags and 1000 metrics; a param value at
 # most 6000 characters, a tag value 8000; keys at most 250 characters.
@@ -65,11 +67,6 @@ def validate_name(name: str, kind: str = "metric") -> str:
     if norm != name or name.startswith("/") or name.startswith(".."):
         raise TrackingError(f"{kind} name {name!r} is not a clean relative path (MLflow rule)")
     return name
-
-
-def redact(uri: str) -> str:
-    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db`` for messages."""
-    return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", str(uri))
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -1,0 +1,241 @@
+"""One Optuna trial: space → overrides → config → nested MLflow run → training → value.
+
+docs/architecture.md §8 step 6-7. The trial's value is the best validation SumR over its
+epochs (the same signal the training loop selects its checkpoint by). Outcomes:
+
+* completed: MLflow run FINISHED, ``trial_state=COMPLETE``;
+* pruned (the pruning hook raised ``optuna.TrialPruned`` after a validation): the run ends
+  FINISHED with ``trial_state=PRUNED`` (its epochs are valid results, just cut short);
+* non-finite loss (``NonFiniteLossError`` from the loop): the trial FAILS with the reason on
+  both sides (trial user attr ``fail_reason``, MLflow tag ``failure_reason``), run FAILED; the
+  worker's ``study.optimize`` catches it so the study goes on;
+* anything else (a bug, Ctrl-C): run FAILED (KILLED on Ctrl-C) with the reason, then it
+  propagates and stops the worker.
+
+Each trial records ``host``, ``pid`` and ``pid_start`` (the process start time, against pid
+reuse) so the launcher can fail trials of dead local workers at the next start.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import optuna
+
+from benchmark import naming, tracking
+from benchmark.config import load_config
+from benchmark.registry import get_method
+from sweeps.studies import StudySpec
+
+# trial user attribute keys (read by runner.py and reports)
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_OUTCOME = "outcome"          # complete | pruned | failed (counted) | stale (not counted)
+ATTR_FAIL_REASON = "fail_reason"
+ATTR_HOST = "host"
+ATTR_PID = "pid"
+ATTR_PID_START = "pid_start"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialContext:
+    """What every trial of one study shares (picklable: it travels to spawned workers)."""
+
+    spec: StudySpec
+    study_name: str
+    collection: str
+    data_root: str
+    synthetic: bool
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str | None
+    seed: int
+    epochs: int | None
+    runs_dir: str
+    git_commit: str = "unknown"
+    git_dirty: str = "unknown"
+
+
+def process_start_time(pid: int) -> str | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux /proc), or None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 22 (starttime); the command name (field 2) may hold spaces, so split after ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def trial_seed(ctx: TrialContext, number: int) -> int:
+    """Seed of trial ``number``: the study seed plus the trial number (each trial is an
+    independent draw), or the study seed alone when the spec compares configs on one seed."""
+    return ctx.seed + number if ctx.spec.seed_per_trial else ctx.seed
+
+
+class PruningHook:
+    """Training hook: report the objective after each validation; raise TrialPruned when the
+    study's pruner says so. Keeps the best value seen (the trial's value)."""
+
+    def __init__(self, trial: optuna.Trial, key: str, maximize: bool = True) -> None:
+        self.trial, self.key, self.maximize = trial, key, maximize
+        self.best: float | None = None
+        self.epochs_seen = 0
+
+    def __call__(self, summary: Any) -> None:
+        metrics: Mapping[str, float] = summary.metrics
+        if self.key not in metrics:
+            raise KeyError(f"pruning hook: epoch summary lacks {self.key!r}; has {sorted(metrics)}")
+        value = float(metrics[self.key])
+        self.epochs_seen += 1
+        if math.isfinite(value) and (self.best is None
+                                     or (value > self.best if self.maximize else value < self.best)):
+            self.best = value
+        self.trial.report(value, int(summary.epoch))
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {summary.epoch}: "
+                                     f"{self.key}={value:.4g}")
+
+
+class TimedTracker:
+    """Pass-through ``RunTracker`` that adds up the seconds spent in tracking calls (the
+    sweep-overhead benchmark reads them as ``time/tracking_seconds``)."""
+
+    def __init__(self, inner: tracking.MLflowRunTracker) -> None:
+        self.inner = inner
+        self.run_id = inner.run_id
+        self.seconds = 0.0
+
+    def _timed(self, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def log_params(self, params):
+        return self._timed(self.inner.log_params, params)
+
+    def set_tags(self, tags):
+        return self._timed(self.inner.set_tags, tags)
+
+    def log_metrics(self, metrics, step=None):
+        return self._timed(self.inner.log_metrics, metrics, step)
+
+    def log_artifact(self, path, artifact_path=None):
+        return self._timed(self.inner.log_artifact, path, artifact_path)
+
+
+def trial_run_name(ctx: TrialContext, variant: str, seed: int, number: int) -> str:
+    """``t003-<variant>-<collection>[-synthetic]-s<seed>`` (architecture §7)."""
+    return naming.run_name(variant, ctx.collection, synthetic=ctx.synthetic, seed=seed,
+                              trial=number)
+
+
+def non_finite_error_types() -> tuple[type[BaseException], ...]:
+    from benchmark.training.loop import NonFiniteLossError
+    return (NonFiniteLossError,)
+
+
+def trial_overrides(ctx: TrialContext, values: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Fixed spec overrides, then the budget, seed and stores, then the space's values."""
+    out: dict[str, Any] = dict(ctx.spec.overrides)
+    if ctx.epochs is not None:
+        out["train.epochs"] = ctx.epochs
+    out["seed"] = seed
+    out["tracking.tracking_uri"] = ctx.tracking_uri
+    out["tracking.runs_dir"] = ctx.runs_dir
+    out["tracking.experiment"] = ctx.experiment
+    out.update(values)
+    return out
+
+
+def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
+    """The Optuna objective (see the module docstring for the outcomes)."""
+    from benchmark.experiment import run_experiment
+
+    t_start = time.perf_counter()
+    pid = os.getpid()
+    trial.set_user_attr(ATTR_HOST, socket.gethostname())
+    trial.set_user_attr(ATTR_PID, pid)
+    trial.set_user_attr(ATTR_PID_START, process_start_time(pid))
+
+    values = dict(ctx.spec.space(trial))
+    method_name = values.pop("method_name", ctx.spec.method)
+    seed = int(values.pop("seed", trial_seed(ctx, trial.number)))
+    cfg = load_config(method_name, ctx.collection, data_root=ctx.data_root,
+                      trial_overrides=trial_overrides(ctx, values, seed))
+    entry = get_method(method_name)
+    tags = {
+        **dict(entry.tags),
+        "method": entry.base, "variant": entry.name, "collection": ctx.collection,
+        "synthetic": "true" if ctx.synthetic else "false", "seed": str(seed),
+        "git_commit": ctx.git_commit, "git_dirty": ctx.git_dirty,
+        "study": ctx.study_name, "trial": str(trial.number), "trial_state": "RUNNING",
+    }
+    run = tracking.open_run(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
+                            run_name=trial_run_name(ctx, entry.name, seed, trial.number),
+                            tags=tags, parent_run_id=ctx.parent_run_id)
+    trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+    trial.set_user_attr("variant", entry.name)
+    trial.set_user_attr("seed", seed)
+    timed = TimedTracker(run)
+    hook = PruningHook(trial, ctx.spec.objective, ctx.spec.direction == "maximize")
+    t_fit = time.perf_counter()
+    setup_seconds = t_fit - t_start
+
+    def timings() -> dict[str, float]:
+        now = time.perf_counter()
+        return {"time/trial_seconds": now - t_start, "time/setup_seconds": setup_seconds,
+                "time/fit_seconds": now - t_fit, "time/tracking_seconds": timed.seconds}
+
+    try:
+        record = run_experiment(cfg, timed, hooks=[hook])
+    except optuna.TrialPruned:
+        trial.set_user_attr(ATTR_OUTCOME, "pruned")
+        _finish(run, "FINISHED", "PRUNED", hook, timings())
+        raise
+    except non_finite_error_types() as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr(ATTR_OUTCOME, "failed")
+        trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
+        _finish(run, "FAILED", "FAIL", hook, timings(), reason)
+        raise
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr(ATTR_OUTCOME, "error")
+        trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        _finish(run, status, "FAIL", hook, timings(), reason)
+        raise
+    value = hook.best if hook.best is not None else _record_value(record, ctx.spec.objective)
+    trial.set_user_attr(ATTR_OUTCOME, "complete")
+    _finish(run, "FINISHED", "COMPLETE", hook, timings())
+    return value
+
+
+def _record_value(record: Any, key: str) -> float:
+    """Fallback when no validation reported to the hook: the record's best validation value."""
+    split, _, metric = key.partition("/")
+    for attr in (f"best_{split}", split):
+        table = getattr(record, attr, None)
+        if isinstance(table, Mapping) and metric in table:
+            return float(table[metric])
+    raise RuntimeError(f"trial finished without any {key!r} (no validation ran?)")
+
+
+def _finish(run: tracking.MLflowRunTracker, status: str, state: str, hook: PruningHook,
+            timings: Mapping[str, float], reason: str | None = None) -> None:
+    tags = {"trial_state": state}
+    if reason:
+        tags["failure_reason"] = reason
+    run.set_tags(tags)
+    metrics = dict(timings)
+    if hook.best is not None:
+        metrics["trial/value"] = hook.best
+    metrics["trial/epochs"] = float(hook.epochs_seen)
+    run.log_metrics(metrics)
+    run.end(status)
