@@ -80,7 +80,7 @@ def assign_bins(mv: np.ndarray, edges: Sequence[float] | None = None) -> np.ndar
     outside = (mv < 0.0) | (mv > 1.0)
     if outside.any():
         first = int(np.flatnonzero(outside)[0])
-        raise MVValueError(f"M/V must lie in [0, 1]; query index {first} has {mv[first]!r}")
+        raise MVValueError(f"M/V must lie in [0, 1]; query index {first} has {float(mv[first])!r}")
     # side="left": an M/V equal to an edge e_b lands at b, i.e. in bin b - 1, (e_{b-1}, e_b].
     bins = np.searchsorted(np.asarray(values), mv, side="left") - 1       # (Nq,)
     bins[(bins < 0) | (bins >= len(values) - 1)] = -1
