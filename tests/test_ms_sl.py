@@ -1,0 +1,281 @@
+"""ms-sl (docs/methods.md §4): parameter counts, KCGA by hand, training tensors, losses,
+chunked scoring against a per-pair loop oracle, and a training smoke over every variant."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
+from benchmark.interface import Encoding, FeatureDims, Progress
+from benchmark.registry import get_method, list_methods
+from methods.losses.nce import clip_nce, frame_nce
+from methods.losses.ranking import clip_triplet_loss, frame_triplet_loss
+from methods.ms_sl import MSSL, MSSLConfig, MSSLQueryEncoding, MSSLVideoEncoding
+
+DIMS = FeatureDims(query=12, video=10, max_frames=16, max_query_tokens=6, num_clips=8)
+SMALL = MSSLConfig(hidden=8, heads=2)
+
+
+def progress(epoch: int) -> Progress:
+    return Progress(epoch=epoch, num_epochs=100, step=0, steps_per_epoch=1)
+
+
+def make_videos(lengths, dims=DIMS, seed=0) -> VideoBatch:
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    frames = torch.randn(len(lengths), t, dims.video, generator=g)
+    mask = (torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]).float()
+    clips = torch.randn(len(lengths), dims.num_clips, dims.video, generator=g)
+    return VideoBatch(frames * mask[..., None], mask, clips)
+
+
+def make_queries(n, dims=DIMS, seed=1) -> QueryBatch:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, dims.max_query_tokens + 1, (n,), generator=g)
+    mask = (torch.arange(dims.max_query_tokens)[None, :] < lengths[:, None]).float()
+    return QueryBatch(torch.randn(n, dims.max_query_tokens, dims.query, generator=g), mask)
+
+
+def make_batch(seed=0) -> TrainBatch:
+    query_video = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    return TrainBatch(make_queries(7, seed=seed + 1), make_videos([16, 12, 9, 5], seed=seed),
+                      query_video)
+
+
+def model(config=SMALL, seed=0) -> MSSL:
+    torch.manual_seed(seed)
+    return MSSL(config, DIMS)
+
+
+# ---------------------------------------------------------------- structure
+
+@pytest.mark.parametrize("d_q, d_v, expected", [(768, 3072, 4_852_992), (1024, 1024, 3_370_752)])
+def test_parameter_count_matches_methods_md(d_q, d_v, expected):
+    net = MSSL(MSSLConfig(), FeatureDims(query=d_q, video=d_v))
+    assert sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_registry_entries_and_recipe_defaults():
+    entry = get_method("ms-sl")
+    assert entry.cls is MSSL and entry.default_config == MSSLConfig()
+    assert MSSL.requires == frozenset({"clips"}) and MSSL.batch_sort == "frames"
+    c = entry.default_config
+    assert (c.hidden, c.heads, c.margin, c.hard_negative_start_epoch, c.hard_pool) == (384, 4, 0.2, 20, 20)
+    assert (c.clip_nce_weight, c.frame_nce_weight, c.clip_weight, c.frame_weight) == (0.02, 0.04, 0.7, 0.3)
+    assert get_method("ms-sl.mask-false-negatives").default_config.frame_same_video_negatives == "mask"
+    assert get_method("ms-sl.all-fixes").default_config.v2t_hard == "pool"
+    assert get_method("ms-sl.clip-only").default_config.frame_weight == 0.0
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="hard_pool"):
+        MSSLConfig(hard_pool=0)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        MSSLConfig(hidden=10, heads=4)
+
+
+def test_encode_videos_requires_clips():
+    videos = make_videos([4, 3])
+    with pytest.raises(ValueError, match="clips"):
+        model().encode_videos(replace(videos, clips=None))
+
+
+# ---------------------------------------------------------------- KCGA by hand
+
+def test_score_kcga_hand_computed():
+    net = MSSL(MSSLConfig(hidden=2, heads=1), DIMS)
+    with torch.no_grad():
+        net.key_map.weight.copy_(torch.eye(2))
+        net.value_map.weight.copy_(torch.eye(2))
+    q = MSSLQueryEncoding(torch.tensor([[1.0, 0.05]]))
+    # 2 clips -> proposals (3,0), (0,1), (1.5,.5); the cosine argmax is the raw (3, 0)
+    clips = torch.tensor([[[3.0, 0.0], [0.0, 1.0]]])
+    frames = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    out = net.score(q, MSSLVideoEncoding(clips, frames, mask))
+    clip = 1 / math.sqrt(1.0025)
+    # KCGA scores K·u = (3, 0, masked): no 1/sqrt(d), the raw proposal, the pad ignored
+    a = math.exp(3) / (math.exp(3) + 1)
+    f = torch.tensor([a, 1 - a])
+    frame = F.cosine_similarity(torch.tensor([1.0, 0.05]), f, dim=0).item()
+    assert out["clip"].item() == pytest.approx(clip, abs=1e-6)
+    assert out["frame"].item() == pytest.approx(frame, abs=1e-6)
+    assert out["score"].item() == pytest.approx(0.7 * clip + 0.3 * frame, abs=1e-6)
+    # a normalised or scaled guide would give a different frame score
+    a_norm = math.exp(1) / (math.exp(1) + 1)
+    assert abs(frame - F.cosine_similarity(torch.tensor([1.0, 0.05]),
+                                           torch.tensor([a_norm, 1 - a_norm]), dim=0).item()) > 1e-2
+
+
+# ---------------------------------------------------------------- scoring: chunks and oracle
+
+def score_oracle(net: MSSL, q: Tensor, v: MSSLVideoEncoding):
+    """Per (query, video) loop restating the reference inference (eval.py / model.py)."""
+    from methods.layers.pooling import multi_scale_proposals
+    nq, nv = q.shape[0], len(v)
+    clip = torch.empty(nq, nv)
+    frame = torch.empty(nq, nv)
+    for j in range(nv):
+        n = int(v.frame_mask[j].sum())
+        props = multi_scale_proposals(v.clips[j:j + 1])[0]
+        frames = v.frames[j, :n]
+        for i in range(nq):
+            cos = F.cosine_similarity(props, q[i][None], dim=-1)
+            clip[i, j] = cos.max()
+            u = props[cos.argmax()]
+            alpha = torch.softmax(net.key_map(frames) @ u, dim=0)
+            frame[i, j] = F.cosine_similarity(alpha @ net.value_map(frames), q[i], dim=0)
+    return clip, frame
+
+
+Tensor = torch.Tensor
+
+
+def test_chunked_scoring_equals_unchunked_and_oracle():
+    net = model().eval()
+    lengths = [16, 3, 9, 1, 12, 7]
+    videos = make_videos(lengths, seed=3)
+    queries = make_queries(9, seed=4)
+    with torch.no_grad():
+        q = net.encode_queries(queries)
+        v = net.encode_videos(videos)
+        full = net.score(q, v)
+        clip, frame = score_oracle(net, q.query, v)
+        torch.testing.assert_close(full["clip"], clip, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(full["frame"], frame, atol=1e-5, rtol=1e-5)
+        # videos encoded in chunks of their own (shorter frame axes), queries in chunks
+        parts = [net.encode_videos(VideoBatch(videos.frames[s:s + 2, :max(lengths[s:s + 2])],
+                                              videos.frame_mask[s:s + 2, :max(lengths[s:s + 2])],
+                                              videos.clips[s:s + 2])) for s in (0, 2, 4)]
+        v_cat = MSSLVideoEncoding.cat(parts)
+        blocks = []
+        for qs in (slice(0, 4), slice(4, 9)):
+            row = [net.score(q.take(qs), part) for part in parts]
+            blocks.append({k: torch.cat([r[k] for r in row], dim=1) for k in full})
+        chunked = {k: torch.cat([b[k] for b in blocks]) for k in full}
+        net.score_budget_elements = 1          # one query per sub-block
+        tiny = net.score(q, v_cat)
+    for k in ("score", "clip", "frame"):
+        torch.testing.assert_close(chunked[k], full[k], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(tiny[k], full[k], atol=1e-6, rtol=1e-6)
+
+
+def test_single_query_block_keeps_batch_dim():
+    net = model().eval()
+    with torch.no_grad():
+        q = net.encode_queries(make_queries(1))
+        out = net.score(q, net.encode_videos(make_videos([5, 3])))
+    assert q.query.shape == (1, 8) and out["score"].shape == (1, 2)
+
+
+# ---------------------------------------------------------------- training tensors
+
+def test_training_tensors_query_by_query_with_own_guidance():
+    net = model().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        s = net.training_scores(batch)
+        q = net.encode_queries(batch.queries)
+        v = net.encode_videos(batch.videos)
+        inference = net.score(q, v)
+    y = batch.query_video
+    assert s["clip"].shape == (7, 4) and s["frame"].shape == (7, 7)
+    torch.testing.assert_close(s["clip"], inference["clip"])
+    # diagonal: the positive pair scored as at inference
+    torch.testing.assert_close(s["frame"].diagonal(), inference["frame"][torch.arange(7), y])
+    # off-diagonal (i, j): query i against f(q_j, y(j)) -- query j's key clip (§4.6 item 4)
+    from methods.layers.pooling import multi_scale_proposals
+    props = multi_scale_proposals(v.clips)
+    for j in range(7):
+        k = F.normalize(q.query[j], dim=0) @ F.normalize(props[y[j]], dim=-1).t()
+        u = props[y[j], k.argmax()]
+        n = int(v.frame_mask[y[j]].sum())
+        frames = v.frames[y[j], :n]
+        f = torch.softmax(net.key_map(frames) @ u, 0) @ net.value_map(frames)
+        torch.testing.assert_close(s["frame"][:, j], F.cosine_similarity(q.query, f[None], dim=-1),
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(s["frame_raw"][:, j], q.query @ f, atol=1e-5, rtol=1e-5)
+    # U^c: max over proposals of unnormalised dot products
+    torch.testing.assert_close(s["clip_raw"], torch.einsum("qd,bpd->qbp", q.query, props).amax(-1))
+
+
+def test_consistent_guidance_trains_the_inference_matrix():
+    net = model(MSSLConfig(hidden=8, heads=2, frame_train_guidance="consistent")).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        s = net.training_scores(batch)
+        inference = net.score(net.encode_queries(batch.queries), net.encode_videos(batch.videos))
+    assert s["frame"].shape == (7, 4)
+    torch.testing.assert_close(s["frame"], inference["frame"], atol=1e-6, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- losses and hard phase
+
+def manual_loss(net: MSSL, batch, hard: bool):
+    c = net.config
+    y = batch.query_video
+    s = net.training_scores(batch)
+    exclude = (y[:, None] == y[None, :]) if c.frame_same_video_negatives == "mask" else None
+    ct = clip_triplet_loss(s["clip"], y, margin=c.margin, hard=hard, hard_pool=c.hard_pool,
+                           v2t_hard=c.v2t_hard)
+    cn = clip_nce(s["clip_raw"], y)
+    ft = frame_triplet_loss(s["frame"], margin=c.margin, hard=hard, hard_pool=c.hard_pool,
+                            exclude=exclude)
+    fn = frame_nce(s["frame_raw"], diagonal_once=c.frame_nce_diagonal_once, exclude=exclude)
+    return ct + 0.02 * cn + ft + 0.04 * fn, (ct, cn, ft, fn)
+
+
+@pytest.mark.parametrize("config", [SMALL, replace(SMALL, frame_same_video_negatives="mask",
+                                                   frame_nce_diagonal_once=True, hard_pool=2)])
+@pytest.mark.parametrize("epoch", [19, 20])
+def test_compute_loss_composition_and_hard_phase(config, epoch):
+    net = model(config).eval()       # eval: no dropout, so only the negative sampling draws
+    batch = make_batch()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        out = net.compute_loss(batch, progress(epoch))
+        torch.manual_seed(7)
+        expected, (ct, cn, ft, fn) = manual_loss(net, batch, hard=epoch >= 20)
+    assert set(out) == {"loss", "loss_clip_triplet", "loss_clip_nce", "loss_frame_triplet",
+                        "loss_frame_nce", "hard_negatives"}
+    assert out["loss"].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert out["loss_frame_nce"].item() == pytest.approx(fn.item(), abs=1e-6)
+    assert out["hard_negatives"].item() == float(epoch >= 20)
+
+
+def test_frame_nce_switch_changes_the_loss():
+    batch = make_batch()
+    base = model().eval()
+    fixed = model(replace(SMALL, frame_nce_diagonal_once=True)).eval()
+    with torch.no_grad():
+        a = base.compute_loss(batch, progress(0))["loss_frame_nce"]
+        b = fixed.compute_loss(batch, progress(0))["loss_frame_nce"]
+    assert a.item() > b.item()
+
+
+# ---------------------------------------------------------------- training smoke (registry matrix)
+
+MS_SL_NAMES = [e.name for e in list_methods() if e.base == "ms-sl"]
+
+
+@pytest.mark.parametrize("name", MS_SL_NAMES)
+def test_training_steps_every_variant(name):
+    entry = get_method(name)
+    config = replace(entry.default_config, hidden=8, heads=2, hard_negative_start_epoch=1)
+    net = model(config)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    batch = make_batch()
+    for epoch in range(3):
+        opt.zero_grad()
+        out = net.compute_loss(batch, progress(epoch))
+        assert torch.isfinite(out["loss"])
+        out["loss"].backward()
+        for pname, p in net.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), pname
+        opt.step()
+    if name == "ms-sl":
+        assert all(p.grad is not None for p in net.parameters())
