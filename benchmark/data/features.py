@@ -39,27 +39,36 @@ def _boundaries(n: int, k: int, dtype, *, keep_short: bool) -> np.ndarray:
     return np.minimum(bounds, n - 1)
 
 
-def bin_segments(rows: np.ndarray, lengths: np.ndarray, out_len: int, *,
+def bin_segments(rows: np.ndarray, lengths: np.ndarray, out_len: int | np.ndarray, *,
                  keep_short: bool, float32_bounds: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Bin every video of a concatenated block with the §1.3 rule, in one ``reduceat``.
 
-    ``rows`` holds the videos' raw rows back to back (video i has ``lengths[i]`` rows). Each
-    video becomes ``min(n, out_len)`` rows when ``keep_short`` (uniform sampling), or exactly
-    ``out_len`` rows otherwise (clip averaging). Means are accumulated in float64.
+    ``rows`` holds the videos' raw rows back to back (video i has ``lengths[i]`` rows). Video i
+    becomes ``min(n_i, K_i)`` rows when ``keep_short`` (uniform sampling) or exactly ``K_i``
+    rows otherwise (clip averaging), with ``K = out_len`` (one int, or one per video as in the
+    DL-DKD++ resampling to each video's teacher length). Means are accumulated in float64.
 
-    Shapes: rows (R, d), lengths (V,) -> (binned (R', d) float32, new lengths (V,) int64).
+    Shapes: rows (R, d), lengths (V,), out_len int or (V,) -> (binned (R', d) float32,
+    new lengths (V,) int64).
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     if (lengths <= 0).any():
         raise ValueError("bin_segments: every video needs at least one row")
+    targets = np.broadcast_to(np.asarray(out_len, dtype=np.int64), lengths.shape)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])                 # (V,)
     dtype = np.float32 if float32_bounds else np.float64
-    # Boundaries depend only on n: compute them once per distinct length.
-    unique, inverse = np.unique(lengths, return_inverse=True)
-    per_length = [_boundaries(int(n), out_len, dtype, keep_short=keep_short) for n in unique]
-    bounds = [per_length[j] for j in inverse]                                # V × (K_i + 1,)
-    sizes = np.fromiter((b.size for b in bounds), np.int64, len(bounds))    # (V,) = K_i + 1
-    starts = np.concatenate(bounds) + np.repeat(offsets, sizes)             # (ΣK_i + V,)
+    # Boundaries depend only on (n, K): compute them once per distinct pair.
+    pairs, inverse = np.unique(np.stack([lengths, targets], axis=1), axis=0, return_inverse=True)
+    per_pair = [_boundaries(int(n), int(k), dtype, keep_short=keep_short) for n, k in pairs]
+    pair_sizes = np.fromiter((b.size for b in per_pair), np.int64, len(per_pair))
+    pair_first = np.concatenate([[0], np.cumsum(pair_sizes)[:-1]])
+    inverse = inverse.reshape(-1)
+    sizes = pair_sizes[inverse]                                              # (V,) = K_i + 1
+    total = int(sizes.sum())
+    # Gather each video's boundary list from the per-pair table without a loop over videos.
+    entry = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)    # position in own list
+    starts = (np.concatenate(per_pair)[np.repeat(pair_first[inverse], sizes) + entry]
+              + np.repeat(offsets, sizes))                                   # (ΣK_i + V,)
     sums = np.add.reduceat(rows, starts, axis=0, dtype=np.float64)          # (ΣK_i + V, d)
     keep = np.ones(starts.size, bool)
     keep[np.cumsum(sizes) - 1] = False     # each video's trailing boundary only closes its last bin

@@ -1,0 +1,465 @@
+"""``load_split``: one split of an MS-SL-layout collection, checked and preprocessed.
+
+Every input check runs here, before any training step (docs/architecture.md): missing files,
+cap_ids without query features, videos without frames, frame ids missing from ``id.txt``,
+NaN/Inf in any feature the split uses, dimension mismatches between files, teacher/student
+length mismatches and unknown requirement names. Each raises :class:`DataError` naming the
+file and the key.
+
+Preprocessing is docs/methods.md §1.3:
+
+* student frames: [``teacher_length``: resample to the teacher length (step 4)] ->
+  ``uniform_feature_sampling(·, max_frames)`` -> L2 (step 1);
+* clips (``clips``): ``average_to_fixed_length(raw, num_clips)`` -> L2 (step 2);
+* query tokens: L2 per token, then the first ``max_query_tokens`` (step 3);
+* teacher (``teacher``): CLIP frames get step 1 without normalisation; a teacher sequence
+  longer than the student's is binned down to the student length with the same rule
+  (§6.8 item 6); a shorter one is an error naming the video. CLIP text stays raw (1, d_t).
+
+Preprocessed arrays stay in RAM when their estimated size fits ``memory_budget_bytes``;
+otherwise each batch is preprocessed from the memmap / HDF5 files when it is requested (the
+checks still run over everything at load time).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..interface import KNOWN_REQUIREMENTS, FeatureDims
+from .annotations import BUILTIN_COLLECTIONS, Moments, builtin_moments, read_moments, split_coverage
+from .batch import QueryBatch, VideoBatch
+from .bigfile import BigFile
+from .errors import DataError
+from .features import bin_segments, l2_normalize
+from .layout import Layout
+from .relevance import relevance_for_split
+from .text import QueryTokens, TeacherText, TeacherVideo, read_captions
+
+DEFAULT_MEMORY_BUDGET = 4 * 2**30     # bytes of preprocessed features kept in RAM
+CHUNK_BYTES = 256 * 2**20             # raw rows read per chunk while checking / preprocessing
+FLOAT32 = 4
+
+
+def _segment_index(offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(o, o + n)`` for every (o, n). Shapes: (V,), (V,) -> (Σn,)."""
+    total = int(lengths.sum())
+    starts = np.repeat(offsets - (np.cumsum(lengths) - lengths), lengths)
+    return starts + np.arange(total)
+
+
+def _chunks(lengths: np.ndarray, max_rows: int):
+    """Consecutive index ranges of videos whose row counts sum to at most ``max_rows``
+    (a single longer video forms its own chunk)."""
+    ends = np.cumsum(lengths)
+    start = 0
+    while start < lengths.size:
+        base = ends[start - 1] if start else 0
+        stop = max(int(np.searchsorted(ends, base + max_rows, side="right")), start + 1)
+        yield np.arange(start, stop)
+        start = stop
+
+
+def pad_segments(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                 index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather sequences ``index`` from concatenated storage into one zero-padded tensor.
+
+    Shapes: data (R, d); offsets, lengths (N,); index (B,) -> (padded (B, T, d), mask (B, T))
+    with T = the longest selected length.
+    """
+    lengths_b = lengths[index]                                              # (B,)
+    width = int(lengths_b.max()) if lengths_b.size else 0
+    steps = np.arange(width)
+    valid = steps[None, :] < lengths_b[:, None]                             # (B, T)
+    rows = (offsets[index][:, None] + steps[None, :])[valid]                # (Σ lengths_b,)
+    padded = torch.zeros(len(index), width, data.shape[1], dtype=torch.float32)
+    mask = torch.from_numpy(valid.astype(np.float32))
+    padded[torch.from_numpy(valid)] = torch.from_numpy(np.ascontiguousarray(data[rows]))
+    return padded, mask
+
+
+@dataclass
+class _Segments:
+    """Variable-length sequences stored back to back. Shapes: data (R, d), lengths (N,)."""
+
+    data: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def pad(self, index: np.ndarray | None = None):
+        index = np.arange(self.lengths.size) if index is None else index
+        return pad_segments(self.data, self.offsets, self.lengths, index)
+
+
+def _first_bad_row(x: np.ndarray) -> int | None:
+    bad = ~np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+class _VideoStore:
+    """Student (and optional teacher) frame features of the split's videos."""
+
+    def __init__(self, bigfile: BigFile, video_ids: list[str], *, max_frames: int, num_clips: int,
+                 clips: bool, teacher: TeacherVideo | None, teacher_length: bool,
+                 with_teacher: bool) -> None:
+        self.bigfile = bigfile
+        self.video_ids = video_ids
+        self.max_frames = max_frames
+        self.num_clips = num_clips
+        self.clips = clips
+        self.teacher = teacher
+        self.teacher_length = teacher_length
+        self.with_teacher = with_teacher
+        rows = [bigfile.frame_rows(v) for v in video_ids]                  # checks v2f / id.txt
+        self.raw_lengths = np.fromiter((r.size for r in rows), np.int64, len(rows))
+        self.raw_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        self.raw_offsets = np.concatenate([[0], np.cumsum(self.raw_lengths)[:-1]]).astype(np.int64)
+        self.dim = bigfile.dim
+        self.teacher_dim = None
+        self.teacher_raw_lengths = None
+        student = self.raw_lengths
+        if teacher is not None:
+            shapes = [teacher.shape(v) for v in video_ids]
+            dims = {s[1] for s in shapes}
+            if len(dims) > 1:
+                first = next(v for v, s in zip(video_ids, shapes) if s[1] != shapes[0][1])
+                raise DataError(teacher.path, f"teacher frame size differs between videos "
+                                              f"({sorted(dims)})", key=first)
+            self.teacher_dim = shapes[0][1] if shapes else None
+            self.teacher_raw_lengths = np.array([s[0] for s in shapes], dtype=np.int64)
+            if teacher_length:                                             # §1.3 step 4
+                student = np.minimum(student, self.teacher_raw_lengths)
+        self.frame_lengths = np.minimum(student, max_frames)               # (Nv,) after step 1
+        if teacher is not None and with_teacher:
+            teacher_frames = np.minimum(self.teacher_raw_lengths, max_frames)
+            short = np.flatnonzero(teacher_frames < self.frame_lengths)
+            if short.size:
+                i = int(short[0])
+                raise DataError(teacher.path, f"teacher has {teacher_frames[i]} frames after "
+                                              f"sampling but the student has {self.frame_lengths[i]}; "
+                                              "cannot align a shorter teacher (docs/methods.md §6.8.6)",
+                                key=video_ids[i])
+        self.stored: dict[str, object] | None = None
+
+    def estimated_bytes(self) -> int:
+        total = int(self.frame_lengths.sum()) * self.dim
+        if self.clips:
+            total += len(self.video_ids) * self.num_clips * self.dim
+        if self.with_teacher and self.teacher_dim:
+            total += int(self.frame_lengths.sum()) * self.teacher_dim
+        return total * FLOAT32
+
+    def _raw(self, index: np.ndarray) -> np.ndarray:
+        """Raw student rows of videos ``index``, finiteness checked. Shapes: (Σn, d_v)."""
+        rows = self.raw_rows[_segment_index(self.raw_offsets[index], self.raw_lengths[index])]
+        x = np.asarray(self.bigfile.features[rows], dtype=np.float32)
+        bad = _first_bad_row(x)
+        if bad is not None:
+            owner = int(np.searchsorted(np.cumsum(self.raw_lengths[index]), bad, side="right"))
+            raise DataError(self.bigfile.feature_file,
+                            f"NaN or Inf in frame {self.bigfile.ids[rows[bad]]!r} (row {rows[bad]})",
+                            key=self.video_ids[int(index[owner])])
+        return x
+
+    def _raw_teacher(self, index: np.ndarray) -> np.ndarray:
+        """Raw teacher frames of videos ``index``, finiteness checked. Shapes: (ΣT, d_t)."""
+        parts = []
+        for i in index.tolist():                   # one HDF5 dataset per video: I/O bound
+            part = self.teacher.read(self.video_ids[i])
+            if _first_bad_row(part) is not None:
+                raise DataError(self.teacher.path, "NaN or Inf in teacher frames",
+                                key=self.video_ids[i])
+            parts.append(part)
+        return np.concatenate(parts)
+
+    def check(self, index: np.ndarray) -> None:
+        """Run the data checks of ``prepare`` without preprocessing."""
+        self._raw(index)
+        if self.teacher is not None and self.with_teacher:
+            self._raw_teacher(index)
+
+    def prepare(self, index: np.ndarray) -> dict[str, object]:
+        """Preprocess videos ``index`` (§1.3). Returns frames and teacher as ``_Segments``,
+        clips (V, C, d_v) or None."""
+        raw = self._raw(index)
+        lengths = self.raw_lengths[index]
+        clips = None
+        if self.clips:                                                     # step 2, on raw rows
+            binned, _ = bin_segments(raw, lengths, self.num_clips, keep_short=False,
+                                     float32_bounds=True)
+            clips = l2_normalize(binned).reshape(len(index), self.num_clips, self.dim)
+        x = raw
+        if self.teacher_length:                                            # step 4
+            x, lengths = bin_segments(x, lengths, self.teacher_raw_lengths[index], keep_short=True)
+        frames, frame_lengths = bin_segments(x, lengths, self.max_frames, keep_short=True)
+        out: dict[str, object] = {"frames": _Segments(l2_normalize(frames), frame_lengths),
+                                  "clips": clips, "teacher": None}
+        if self.teacher is not None and self.with_teacher:
+            t = self._raw_teacher(index)
+            t, t_lengths = bin_segments(t, self.teacher_raw_lengths[index], self.max_frames,
+                                        keep_short=True)                   # step 1, no L2
+            t, t_lengths = bin_segments(t, t_lengths, frame_lengths, keep_short=True)  # §6.8.6
+            out["teacher"] = _Segments(t, t_lengths)
+        return out
+
+    def load(self, budget: int) -> bool:
+        """Check every video; keep the preprocessed arrays when they fit ``budget`` bytes."""
+        eager = self.estimated_bytes() <= budget
+        max_rows = max(CHUNK_BYTES // (self.dim * FLOAT32), 1)
+        parts = []
+        for chunk in _chunks(self.raw_lengths, max_rows):
+            if eager:
+                parts.append(self.prepare(chunk))
+            else:
+                self.check(chunk)
+        if eager:
+            def join(name):
+                return _Segments(np.concatenate([p[name].data for p in parts]),
+                                 np.concatenate([p[name].lengths for p in parts]))
+            self.stored = {
+                "frames": join("frames"),
+                "clips": np.concatenate([p["clips"] for p in parts]) if self.clips else None,
+                "teacher": join("teacher") if parts[0]["teacher"] is not None else None,
+            }
+        return eager
+
+    def batch(self, index: np.ndarray, teacher: bool) -> VideoBatch:
+        if self.stored is not None:
+            stored, where = self.stored, index
+        else:
+            stored, where = self.prepare(index), np.arange(len(index))
+        frames, mask = stored["frames"].pad(where)
+        clips = None if stored["clips"] is None else torch.from_numpy(stored["clips"][where])
+        teacher_frames = None
+        if teacher:
+            if stored["teacher"] is None:
+                raise DataError(None, "teacher frames requested but the split was loaded "
+                                      "without the 'teacher' requirement")
+            teacher_frames, _ = stored["teacher"].pad(where)
+        return VideoBatch(frames=frames, frame_mask=mask, clips=clips, teacher_frames=teacher_frames)
+
+
+class _QueryStore:
+    """RoBERTa token features (normalised, truncated) and optional raw CLIP sentence vectors."""
+
+    def __init__(self, tokens: QueryTokens, cap_ids: list[str], *, max_tokens: int,
+                 teacher: TeacherText | None) -> None:
+        self.file = tokens
+        self.cap_ids = cap_ids
+        self.max_tokens = max_tokens
+        shapes = [tokens.shape(c) for c in cap_ids]                        # checks every key
+        dims = np.array([s[1] for s in shapes], dtype=np.int64)
+        if (dims != dims[0]).any():
+            first = int(np.flatnonzero(dims != dims[0])[0])
+            raise DataError(tokens.path, f"token size {dims[first]} differs from {dims[0]} "
+                                         f"(key {cap_ids[0]!r})", key=cap_ids[first])
+        self.dim = int(dims[0])
+        self.lengths = np.minimum(np.array([s[0] for s in shapes], dtype=np.int64), max_tokens)
+        self.stored: _Segments | None = None
+        self.teacher: np.ndarray | None = None
+        if teacher is not None:
+            vectors = [teacher.vector(c) for c in cap_ids]
+            sizes = {v.size for v in vectors}
+            if len(sizes) > 1:
+                first = next(c for c, v in zip(cap_ids, vectors) if v.size != vectors[0].size)
+                raise DataError(teacher.path, f"teacher text size differs between queries "
+                                              f"({sorted(sizes)})", key=first)
+            self.teacher = np.stack(vectors)                               # (Nq, d_t) raw
+            bad = _first_bad_row(self.teacher)
+            if bad is not None:
+                raise DataError(teacher.path, "NaN or Inf in teacher text feature",
+                                key=cap_ids[bad])
+
+    def estimated_bytes(self) -> int:
+        return int(self.lengths.sum()) * self.dim * FLOAT32
+
+    def prepare(self, index: np.ndarray) -> _Segments:
+        parts = []
+        for i in index.tolist():                   # one HDF5 dataset per query: I/O bound
+            tokens = self.file.read(self.cap_ids[i], max_rows=self.max_tokens)  # used rows only
+            if _first_bad_row(tokens) is not None:
+                raise DataError(self.file.path, "NaN or Inf in query token features",
+                                key=self.cap_ids[i])
+            parts.append(l2_normalize(tokens))    # §1.3 step 3: L2, then truncate (read above)
+        return _Segments(np.concatenate(parts), self.lengths[index])
+
+    def load(self, budget: int) -> bool:
+        """Check every used token; keep the prepared tokens when they fit ``budget`` bytes."""
+        eager = self.estimated_bytes() <= budget
+        max_rows = max(CHUNK_BYTES // (self.dim * FLOAT32), 1)
+        parts = []
+        for chunk in _chunks(self.lengths, max_rows):
+            prepared = self.prepare(chunk)
+            if eager:
+                parts.append(prepared)
+        if eager:
+            self.stored = _Segments(np.concatenate([p.data for p in parts]), self.lengths.copy())
+        return eager
+
+    def batch(self, index: np.ndarray, teacher: bool) -> QueryBatch:
+        if self.stored is not None:
+            tokens, mask = self.stored.pad(index)
+        else:
+            tokens, mask = self.prepare(index).pad()
+        vectors = None
+        if teacher:
+            if self.teacher is None:
+                raise DataError(None, "teacher text requested but the split was loaded "
+                                      "without the 'teacher' requirement")
+            vectors = torch.from_numpy(self.teacher[index])
+        return QueryBatch(tokens=tokens, mask=mask, teacher=vectors)
+
+
+@dataclass(eq=False)
+class SplitData:
+    """One loaded split. Queries are caption-file lines; videos their unique ids in order.
+
+    Shapes: query_video (Nq,) int64; mv (Nq,) float64 or None; relevance Nq × (k_i,) int64 or
+    None; frame_counts (Nv,) frames after sampling; caption_counts (Nv,).
+    """
+
+    collection: str
+    split: str
+    synthetic: bool
+    synthetic_info: dict | None
+    cap_ids: list[str]
+    video_ids: list[str]
+    query_video: np.ndarray
+    dims: FeatureDims
+    mv: np.ndarray | None
+    relevance: list[np.ndarray] | None
+    caption_sha256: str
+    requires: frozenset[str]
+    frame_counts: np.ndarray
+    caption_counts: np.ndarray
+    in_memory: dict[str, bool]
+    _queries: _QueryStore = field(repr=False)
+    _videos: _VideoStore = field(repr=False)
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.cap_ids)
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def has_teacher(self) -> bool:
+        return "teacher" in self.requires
+
+    def query_batch(self, index: np.ndarray, *, teacher: bool = False) -> QueryBatch:
+        """Queries ``index`` padded to the longest (≤ max_query_tokens).
+
+        Shapes: index (Nq',) -> tokens (Nq', L, d_q), mask (Nq', L), teacher (Nq', d_t) | None.
+        """
+        return self._queries.batch(np.asarray(index, dtype=np.int64).reshape(-1), teacher)
+
+    def video_batch(self, index: np.ndarray, *, teacher: bool = False) -> VideoBatch:
+        """Videos ``index`` padded to the longest (≤ max_frames); clips when required.
+
+        Shapes: index (B,) -> frames (B, T, d_v), frame_mask (B, T), clips (B, C, d_v) | None,
+        teacher_frames (B, T, d_t) | None.
+        """
+        return self._videos.batch(np.asarray(index, dtype=np.int64).reshape(-1), teacher)
+
+    def queries_of(self, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Query indices of ``videos``, each video's queries contiguous in caption-file order,
+        and each query's position in ``videos``. Shapes: (B,) -> ((Nq',), (Nq',))."""
+        videos = np.asarray(videos, dtype=np.int64)
+        order = np.argsort(self.query_video, kind="stable")                # queries grouped by video
+        first = np.concatenate([[0], np.cumsum(self.caption_counts)[:-1]])
+        counts = self.caption_counts[videos]
+        position = _segment_index(first[videos], counts)
+        return order[position], np.repeat(np.arange(videos.size), counts)
+
+
+def _resolve_moments(layout: Layout, moments: str | Path | None, synthetic: bool) -> Moments | None:
+    if moments is not None:
+        return read_moments(Path(moments))
+    if layout.moments.is_file():
+        return read_moments(layout.moments)
+    if not synthetic and layout.collection in BUILTIN_COLLECTIONS:
+        return builtin_moments(layout.collection)
+    return None
+
+
+def load_split(root: str | Path, collection: str, split: str, *,
+               visual_feature: str | None = None, requires: frozenset[str] = frozenset(),
+               moments: str | Path | None = None, relevance: str | Path | None = None,
+               max_frames: int = 128, max_query_tokens: int = 30, num_clips: int = 32,
+               memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> SplitData:
+    """Load and check one split (docs/methods.md §1.1-§1.3, §1.5; docs/datasets.md §1).
+
+    ``requires`` ⊆ {"clips", "teacher", "teacher_length"}. Teacher files are opened only for
+    "teacher" / "teacher_length". Moments: ``moments`` > ``<root>/<c>/TextData/<c>_moments.jsonl``
+    > the built-in table of a real (non-synthetic) tvr/activitynet/charades test split; a table
+    attaches when it covers every cap_id, gives ``mv=None`` when it covers none.
+    """
+    requires = frozenset(requires)
+    unknown = requires - KNOWN_REQUIREMENTS
+    if unknown:
+        raise DataError(None, f"unknown requirement(s) {sorted(unknown)}; known: "
+                              f"{sorted(KNOWN_REQUIREMENTS)}")
+    layout = Layout.resolve(root, collection, visual_feature)
+    if not layout.collection_dir.is_dir():
+        raise DataError(layout.collection_dir, "collection directory not found")
+    caption_file = layout.caption_file(split)
+    captions = read_captions(caption_file)
+    caption_sha256 = hashlib.sha256(caption_file.read_bytes()).hexdigest()
+    video_ids, query_video = captions.video_order()
+
+    with_teacher = "teacher" in requires
+    asked = "teacher" if with_teacher else "teacher_length"
+    need_teacher_video = with_teacher or "teacher_length" in requires
+    teacher_video = TeacherVideo(layout.teacher_video_features, asked) if need_teacher_video else None
+    teacher_text = TeacherText(layout.teacher_query_features, "teacher") if with_teacher else None
+
+    tokens = QueryTokens(layout.query_features)
+    queries = _QueryStore(tokens, captions.cap_ids, max_tokens=max_query_tokens,
+                          teacher=teacher_text)
+    videos = _VideoStore(BigFile(layout.bigfile_dir), video_ids, max_frames=max_frames,
+                         num_clips=num_clips, clips="clips" in requires, teacher=teacher_video,
+                         teacher_length="teacher_length" in requires, with_teacher=with_teacher)
+    teacher_dim = None
+    if with_teacher:
+        teacher_dim = videos.teacher_dim
+        if queries.teacher.shape[1] != teacher_dim:
+            raise DataError(teacher_text.path, f"teacher text size {queries.teacher.shape[1]} "
+                                               f"differs from teacher video size {teacher_dim} "
+                                               f"in {teacher_video.path}")
+
+    video_in_memory = videos.load(memory_budget_bytes)
+    budget_left = memory_budget_bytes - (videos.estimated_bytes() if video_in_memory else 0)
+    query_in_memory = queries.load(budget_left)
+    if query_in_memory:
+        tokens.close()
+    if teacher_video is not None and video_in_memory:
+        teacher_video.close()
+    if teacher_text is not None:
+        teacher_text.close()
+
+    synthetic = layout.is_synthetic()
+    table = _resolve_moments(layout, moments, synthetic)
+    mv = split_coverage(table, captions.cap_ids) if table is not None else None
+    dense = (relevance_for_split(relevance, captions.cap_ids, video_ids, query_video)
+             if relevance is not None else None)
+
+    return SplitData(
+        collection=collection, split=split, synthetic=synthetic,
+        synthetic_info=layout.synthetic_info(), cap_ids=captions.cap_ids, video_ids=video_ids,
+        query_video=query_video,
+        dims=FeatureDims(query=queries.dim, video=videos.dim, teacher=teacher_dim,
+                         max_frames=max_frames, max_query_tokens=max_query_tokens,
+                         num_clips=num_clips),
+        mv=mv, relevance=dense, caption_sha256=caption_sha256, requires=requires,
+        frame_counts=videos.frame_lengths.copy(),
+        caption_counts=np.bincount(query_video, minlength=len(video_ids)).astype(np.int64),
+        in_memory={"videos": video_in_memory, "queries": query_in_memory},
+        _queries=queries, _videos=videos)
