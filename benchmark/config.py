@@ -120,7 +120,7 @@ class TrackingConfig:
     """Where runs go (docs/architecture.md §9; resolved by benchmark/stores.py)."""
 
     tracking_uri: str | None = None       # None: no MLflow run unless the CLI asks for one
-    runs_dir: str = "runs"
+    runs_dir: str | None = None           # None: $PRVR_RUNS_DIR, else ./runs
     experiment: str | None = None         # None: naming.experiment_name(collection, synthetic)
 
 

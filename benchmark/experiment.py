@@ -1,0 +1,65 @@
+"""One run from a resolved config: registry entry → splits → method → ``fit``.
+
+Every input check happens before training starts: ``load_split`` validates files, keys,
+shapes and values of all three splits (docs/architecture.md §5), and the method is built from
+the dimensions it read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from benchmark.config import ConfigError, ExperimentConfig
+from benchmark.data.split import load_split
+from benchmark.interface import PRVRMethod
+from benchmark.registry import MethodEntry, get_method
+from benchmark.seeding import seed_everything
+from benchmark.tracker import RunTracker
+from benchmark.record import RunRecord
+
+#: Teacher features are training inputs only (the CLIP text file has no test split, §1.1).
+TRAIN_ONLY_REQUIREMENTS = frozenset({"teacher"})
+
+
+@dataclass(frozen=True)
+class Prepared:
+    entry: MethodEntry
+    splits: Mapping[str, object]
+    method: PRVRMethod
+
+
+def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, object]:
+    """train/val/test ``SplitData``; ``requires`` opens optional inputs (teacher: train only).
+    Dense relevance labels apply to the test split (docs/datasets.md)."""
+    d = cfg.data
+    if not d.data_root:
+        raise ConfigError("data.data_root is not set: pass --data-root ROOT")
+    common = dict(visual_feature=d.visual_feature, moments=d.moments, max_frames=d.max_frames,
+                  max_query_tokens=d.max_query_tokens, num_clips=d.num_clips)
+    splits = {}
+    for split in ("train", "val", "test"):
+        req = requires if split == "train" else requires - TRAIN_ONLY_REQUIREMENTS
+        splits[split] = load_split(d.data_root, d.collection, split, requires=req,
+                                   relevance=d.relevance if split == "test" else None, **common)
+    dims = {s: (sd.dims.query, sd.dims.video) for s, sd in splits.items()}
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"feature dimensions differ between splits of {d.collection!r}: {dims}")
+    return splits
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    """Resolve the method, load and check every split, build the method (seeded init)."""
+    entry = get_method(cfg.method_name)
+    splits = load_splits(cfg, frozenset(entry.cls.requirements(cfg.method)))
+    seed_everything(cfg.seed)                 # parameter initialisation is part of the seed
+    method = entry.cls(cfg.method, splits["train"].dims)
+    return Prepared(entry, splits, method)
+
+
+def run_experiment(cfg: ExperimentConfig, tracker: RunTracker | None = None,
+                   hooks: Iterable = (), **fit_kwargs) -> RunRecord:
+    """Prepare, then train with the shared loop and return the run record."""
+    from benchmark.training.loop import fit
+
+    prepared = prepare(cfg)
+    return fit(prepared.method, prepared.splits, cfg, tracker, hooks, **fit_kwargs)

@@ -1,0 +1,155 @@
+"""``python -m benchmark.train``: train one method on one collection and report it.
+
+    python -m benchmark.train --method mean-pool --collection tvr --data-root ROOT \
+        [--visual-feature F] [--epochs N] [--seed S] [--device auto|cpu|cuda] \
+        [--set key=value ...] [--config FILE ...] [--json-out PATH] \
+        [--tracking-uri URI] [--runs-dir DIR]
+    python -m benchmark.train --list-methods
+
+Config errors (unknown method, unknown ``--set`` key, wrong type) and bad input files stop
+before training with one line on stderr and exit code 2. With ``--tracking-uri`` (or
+``tracking.tracking_uri`` in the config) the run is tracked in MLflow under the names of
+docs/architecture.md §7.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from benchmark.config import ConfigError, ExperimentConfig, flatten, load_config
+from benchmark.registry import UnknownNameError, list_methods
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for config errors
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m benchmark.train",
+                description="Train a PRVR method with the shared loop; select on val, report test.")
+    p.add_argument("--list-methods", action="store_true", help="list registered methods and variants")
+    p.add_argument("--method", help="registered method or variant name (see --list-methods)")
+    p.add_argument("--collection", help="collection name: tvr, activitynet, charades or another")
+    p.add_argument("--data-root", help="ROOT holding ROOT/<collection>/ in the MS-SL layout")
+    p.add_argument("--visual-feature", help="visual feature directory under FeatureData/")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    p.add_argument("--seed", type=int, help="shortcut for --set seed=S")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, e.g. --set method.temperature=0.1 (repeatable)")
+    p.add_argument("--config", dest="configs", action="append", default=[], metavar="FILE",
+                   help="TOML config file or a saved config.json (repeatable, applied in order)")
+    p.add_argument("--json-out", help="write the run record JSON here")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: no MLflow run)")
+    p.add_argument("--runs-dir", help="run directory (default: $PRVR_RUNS_DIR or ./runs)")
+    return p
+
+
+def format_method_list() -> str:
+    """Each base method with its summary, its variants indented under it."""
+    entries = list_methods()
+    lines = []
+    for base in (e for e in entries if not e.is_variant):
+        lines.append(f"{base.name:<28} {base.summary}")
+        for var in (e for e in entries if e.is_variant and e.base == base.name):
+            lines.append(f"  {var.name:<26} {var.summary}")
+    return "\n".join(lines)
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    if not args.method or not args.collection:
+        raise ConfigError("--method and --collection are required (or use --list-methods)")
+    top: dict[str, object] = {}
+    if args.visual_feature:
+        top["data.visual_feature"] = args.visual_feature
+    if args.epochs is not None:
+        top["train.epochs"] = args.epochs
+    if args.seed is not None:
+        top["seed"] = args.seed
+    if args.device:
+        top["device"] = args.device
+    if args.tracking_uri:
+        top["tracking.tracking_uri"] = args.tracking_uri
+    if args.runs_dir:
+        top["tracking.runs_dir"] = args.runs_dir
+    return load_config(args.method, args.collection, data_root=args.data_root,
+                       config_files=args.configs, overrides=parse_sets(args.sets), **top)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _open_tracker(cfg: ExperimentConfig, prepared):
+    """An MLflow run when a tracking URI is configured, else a NullTracker."""
+    from benchmark.tracker import NullTracker
+
+    if not cfg.tracking.tracking_uri:
+        return NullTracker()
+    try:
+        from benchmark import tracking
+    except ImportError as exc:  # tracking layer missing: train untracked, say so
+        print(f"warning: MLflow tracking unavailable ({exc}); training without it", file=sys.stderr)
+        return NullTracker()
+    from benchmark import naming
+
+    synthetic = bool(prepared.splits["train"].synthetic)
+    experiment = cfg.tracking.experiment or naming.experiment_name(cfg.data.collection, synthetic)
+    name = naming.run_name(cfg.method_name, cfg.data.collection, synthetic, cfg.seed)
+    tags = naming.run_tags(method=prepared.entry.base, variant=cfg.method_name,
+                           collection=cfg.data.collection, synthetic=synthetic, seed=cfg.seed,
+                           extra=prepared.entry.tags)
+    tracker = tracking.open_run(tracking_uri=cfg.tracking.tracking_uri, experiment=experiment,
+                                run_name=name, tags=tags, parent_run_id=None)
+    return tracker
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_methods:
+        print(format_method_list())
+        return 0
+    from benchmark.experiment import prepare
+
+    try:
+        cfg = config_from_args(args)
+        prepared = prepare(cfg)           # every input check runs here, before training
+    except UnknownNameError as exc:
+        return _fail(str(exc))
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc))
+
+    from benchmark.training.loop import fit
+
+    tracker = _open_tracker(cfg, prepared)
+    with tracker:
+        tracker.log_params(flatten(cfg))
+        record = fit(prepared.method, prepared.splits, cfg, tracker)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        record.save(args.json_out)
+    t = record.test
+    print(f"{record.variant} on {record.collection}{' (synthetic)' if record.synthetic else ''}: "
+          f"test R1 {t['R1']:.2f} R5 {t['R5']:.2f} R10 {t['R10']:.2f} R100 {t['R100']:.2f} "
+          f"SumR {t['SumR']:.2f} (best epoch {record.best_epoch + 1} of {record.epochs_run})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

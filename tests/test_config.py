@@ -1,0 +1,208 @@
+"""Config layering (docs/architecture.md §6), config.json round trip, stores and naming."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from benchmark import naming, stores
+from benchmark.config import (ConfigError, ExperimentConfig, config_hash, default_config, flatten,
+                              load_config, load_saved_config, save_config, with_overrides)
+from benchmark.registry import METHODS, list_methods, register_method, register_variant
+
+COLLECTIONS = ("tvr", "activitynet", "charades")
+
+PROBE_PRESET = """\
+# test probe preset
+[default]
+seed = 11
+[default.train]
+epochs = 7
+[default.method]
+temperature = 0.07
+v2t_weight = 0.5
+[tvr.method]
+temperature = 0.09
+[tvr.eval]
+video_chunk = 128
+"""
+
+PROBE_CODE = """\
+from dataclasses import dataclass
+from methods.mean_pool import MeanPool, MeanPoolConfig
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig(MeanPoolConfig):
+    pass
+
+class Probe(MeanPool):
+    config_cls = ProbeConfig
+"""
+
+
+@pytest.fixture
+def probe(tmp_path, monkeypatch):
+    """A throw-away method in its own package with a preset file; unregistered afterwards."""
+    pkg = tmp_path / "probe_pkg"
+    (pkg / "presets").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(PROBE_CODE)
+    (pkg / "presets" / "layer-probe.toml").write_text(PROBE_PRESET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    list_methods()                                   # plug-ins first, so our names come last
+    import probe_pkg
+    register_method("layer-probe", probe_pkg.Probe, probe_pkg.ProbeConfig(), "layering probe")
+    register_variant("layer-probe.var", "variant delta", {"temperature": 0.11})
+    yield "layer-probe"
+    for name in ("layer-probe", "layer-probe.var"):
+        METHODS._items.pop(name, None)
+    sys.modules.pop("probe_pkg", None)
+
+
+def test_each_layer_wins_in_order(probe, tmp_path):
+    base = default_config("layer-probe", "tvr")
+    assert base.method.temperature == 0.05 and base.eval.video_chunk == 256 and base.seed == 2018
+
+    charades = load_config("layer-probe", "charades")
+    assert charades.data.visual_feature == "i3d_rgb_lgi"         # collections.toml
+    assert charades.eval.video_chunk == 512                       # collections.toml beats default
+    assert charades.method.temperature == 0.07                    # preset [default]
+    assert charades.seed == 11 and charades.train.epochs == 7
+
+    tvr = load_config("layer-probe", "tvr")
+    assert tvr.eval.video_chunk == 128                            # method preset beats collections.toml
+    assert tvr.method.temperature == 0.09                         # [tvr] beats [default]
+    assert tvr.method.v2t_weight == 0.5
+
+    var = load_config("layer-probe.var", "tvr")
+    assert var.method.temperature == 0.11                         # variant beats preset
+    assert var.method_name == "layer-probe.var"
+
+    user = tmp_path / "user.toml"
+    user.write_text("[method]\ntemperature = 0.13\ndropout = 0.3\n[train]\nepochs = 9\n")
+    filed = load_config("layer-probe.var", "tvr", config_files=[user])
+    assert filed.method.temperature == 0.13 and filed.method.dropout == 0.3   # file beats variant
+    assert filed.train.epochs == 9
+
+    top = load_config("layer-probe.var", "tvr", config_files=[user], **{"train.epochs": 4})
+    assert top.train.epochs == 4                                  # CLI shortcut beats file
+
+    sets = load_config("layer-probe.var", "tvr", config_files=[user], **{"train.epochs": 4},
+                       overrides={"method.temperature": "0.15", "train.epochs": "5"})
+    assert sets.method.temperature == 0.15 and sets.train.epochs == 5   # --set beats file, shortcut
+
+    trial = load_config("layer-probe.var", "tvr", config_files=[user],
+                        overrides={"method.temperature": "0.15"},
+                        trial_overrides={"method.temperature": 0.17})
+    assert trial.method.temperature == 0.17                       # trial beats --set
+    assert trial.method.dropout == 0.3                            # earlier layers survive
+
+
+def test_unknown_key_suggests_and_wrong_type_names_key():
+    with pytest.raises(ConfigError, match=r"method\.temprature.*temperature"):
+        load_config("mean-pool", "tvr", overrides={"method.temprature": "0.1"})
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.learning_rate'"):
+        load_config("mean-pool", "tvr", overrides={"optim.learning_rate": "0.1"})
+    with pytest.raises(ConfigError, match=r"'train\.epochs'.*abc"):
+        load_config("mean-pool", "tvr", overrides={"train.epochs": "abc"})
+    with pytest.raises(ConfigError, match=r"'optim\.clip'.*per_tensor"):
+        load_config("mean-pool", "tvr", overrides={"optim.clip": "sometimes"})
+    with pytest.raises(ConfigError, match=r"train\.epochs must be >= 1"):
+        load_config("mean-pool", "tvr", overrides={"train.epochs": "0"})
+    with pytest.raises(ConfigError, match=r"temperature must be > 0"):
+        load_config("mean-pool", "tvr", overrides={"method.temperature": "-1"})
+
+
+def test_user_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepocs = 3\n")
+    with pytest.raises(ConfigError, match=r"epocs.*epochs.*bad\.toml"):
+        load_config("mean-pool", "tvr", config_files=[bad])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"method_name": "ms-sl"}))
+    with pytest.raises(ConfigError, match=r"method_name 'ms-sl' differs"):
+        load_config("mean-pool", "tvr", config_files=[other])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("mean-pool", "tvr", config_files=[tmp_path / "missing.toml"])
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = load_config("mean-pool.t2v-only", "charades", data_root=tmp_path,
+                      overrides={"eval.video_chunk": "none", "eval.mv_edges": "0,0.5,1",
+                                 "optim.clip": "global", "seed": "3"})
+    path = save_config(cfg, tmp_path / "config.json")
+    again = load_saved_config(path)
+    assert again == cfg
+    assert isinstance(again, ExperimentConfig) and again.eval.mv_edges == (0.0, 0.5, 1.0)
+    # a saved config.json is also a valid user file, and --data-root still wins over it
+    rerun = load_config("mean-pool.t2v-only", "charades", config_files=[path], data_root="/elsewhere")
+    assert rerun.method == cfg.method and rerun.seed == 3 and rerun.data.data_root == "/elsewhere"
+    assert config_hash(again) == config_hash(cfg)
+
+
+def test_flatten_and_hash():
+    cfg = load_config("mean-pool", "tvr", data_root="/d")
+    flat = flatten(cfg)
+    assert flat["method.temperature"] == 0.05 and flat["optim.lr"] == 2.5e-4
+    assert flat["eval.mv_edges"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert flat["data.collection"] == "tvr" and flat["method_name"] == "mean-pool"
+    # every flattened key is a valid --set key that reproduces the same config
+    assert with_overrides(cfg, flat) == cfg
+    assert config_hash(with_overrides(cfg, {"eval.query_chunk": 64})) == config_hash(cfg)
+    assert config_hash(with_overrides(cfg, {"method.temperature": 0.1})) != config_hash(cfg)
+
+
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_every_registered_method_resolves(collection, tmp_path):
+    for entry in list_methods():
+        cfg = load_config(entry.name, collection, data_root="/d")
+        assert type(cfg.method) is type(entry.default_config)
+        for key, value in entry.delta.items():          # the variant delta survives the presets
+            assert flatten(cfg.method)[key] == (list(value) if isinstance(value, tuple) else value), \
+                (entry.name, key)
+        path = save_config(cfg, tmp_path / f"{entry.name}.json")
+        assert load_saved_config(path) == cfg, entry.name
+
+
+def test_unknown_method_suggests():
+    with pytest.raises(KeyError, match="mean-pool"):
+        load_config("mean-pol", "tvr")
+
+
+def test_stores_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(stores.RUNS_DIR_ENV, raising=False)
+    monkeypatch.delenv(stores.MLFLOW_ENV, raising=False)
+    monkeypatch.delenv(stores.OPTUNA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert stores.runs_dir() == tmp_path / "runs"
+    assert stores.mlflow_uri() == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert stores.optuna_url() == f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
+    assert stores.mlflow_artifact_root(stores.runs_dir()) == tmp_path / "runs" / "mlartifacts"
+    monkeypatch.setenv(stores.RUNS_DIR_ENV, str(tmp_path / "env-runs"))
+    assert stores.runs_dir() == tmp_path / "env-runs"
+    assert stores.runs_dir(tmp_path / "flag") == tmp_path / "flag"
+    monkeypatch.setenv(stores.MLFLOW_ENV, "http://env:5000")
+    monkeypatch.setenv(stores.OPTUNA_ENV, "postgresql+psycopg2://u:p@h/db")
+    assert stores.mlflow_uri() == "http://env:5000"
+    assert stores.mlflow_uri("http://flag:1") == "http://flag:1"
+    assert stores.optuna_url() == "postgresql+psycopg2://u:p@h/db"
+    assert stores.optuna_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_redact():
+    assert stores.redact("postgresql+psycopg2://bob:s3cr%40t@db.host:5432/optuna") == \
+        "postgresql+psycopg2://bob:***@db.host:5432/optuna"
+    assert stores.redact("sqlite:///runs/optuna.db") == "sqlite:///runs/optuna.db"
+    assert stores.redact("http://host:5000") == "http://host:5000"
+
+
+def test_naming():
+    assert naming.experiment_name("tvr", False) == "tvr"
+    assert naming.experiment_name("tvr", True) == "tvr-synthetic"
+    assert naming.run_name("dl-dkd++.no-kd", "tvr", True, 3) == "dl-dkd++.no-kd-tvr-synthetic-s3"
+    assert naming.run_name("ms-sl", "charades", False, 0, trial=7) == "t007-ms-sl-charades-s0"
+    tags = naming.run_tags(method="kdc-net", variant="kdc-net.no-krd", collection="tvr",
+                           synthetic=False, seed=2, extra={"reconstruction": "true"})
+    assert tags["synthetic"] == "false" and tags["seed"] == "2" and tags["reconstruction"] == "true"
+    assert tags["git_dirty"] in ("true", "false", "unknown")
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
