@@ -342,6 +342,12 @@ class SplitData:
     _queries: _QueryStore = field(repr=False)
     _videos: _VideoStore = field(repr=False)
 
+    def __repr__(self) -> str:
+        return (f"SplitData({self.collection}/{self.split}: {self.num_queries} queries, "
+                f"{self.num_videos} videos, dims={self.dims}, requires={sorted(self.requires)}, "
+                f"synthetic={self.synthetic}, mv={'yes' if self.mv is not None else 'no'}, "
+                f"relevance={'yes' if self.relevance is not None else 'no'})")
+
     @property
     def num_queries(self) -> int:
         return len(self.cap_ids)
