@@ -210,7 +210,10 @@ class MSSL(PRVRMethod):
         if c.frame_train_guidance == "reference":
             rows = torch.arange(len(y), device=y.device)
             guide = proposals[y, key_clip[rows, y]]                     # (Nq, D) own key clip
-            attended = self._guided_frames(video.frames[y], video.frame_mask[y], guide)  # (Nq, D)
+            # map the B videos once, then give each query its own video's maps (the reference
+            # maps the Nq expanded copies; same values, Nq/B times the work)
+            keys, values = self.key_map(video.frames), self.value_map(video.frames)  # (B, T, D)
+            attended = guided_attention_pool(keys[y], values[y], video.frame_mask[y], guide)  # (Nq, D)
             out["frame"] = F.normalize(query, dim=-1) @ F.normalize(attended, dim=-1).t()  # (Nq, Nq)
             out["frame_raw"] = query @ attended.t()                     # (Nq, Nq)
         else:
