@@ -422,3 +422,17 @@ def test_evaluate_method_matches_the_single_oracle():
     np.testing.assert_array_equal(result.rank, want[0])
     assert not result.has_mv
     assert math.isclose(result.metrics()["mAP"], float(np.mean(want[2])))
+
+
+def test_benchmark_yardstick_agrees_with_the_evaluator():
+    # benchmark/benches/evaluator.py times the reference-style loops; they must rank the same.
+    from benchmark.benches.evaluator import naive_rank_loop, naive_reference
+
+    rng = np.random.default_rng(17)
+    scores = rng.permuted(np.tile(np.arange(40, dtype=np.float32), (25, 1)), axis=1)
+    query_video = rng.integers(0, 40, size=25)
+    result = evaluate(scores, query_video, query_chunk=8)
+    ranks, aps = naive_reference(scores, query_video)
+    np.testing.assert_array_equal(result.rank, ranks)
+    np.testing.assert_array_equal(naive_rank_loop(scores, query_video), ranks)
+    np.testing.assert_allclose(result.ap, aps, rtol=1e-12)
