@@ -65,6 +65,9 @@ class Moments:
     ts: np.ndarray
     duration: np.ndarray
     source: str = "<memory>"
+    #: upstream query text per row when built by a converter (for cap_id -> moment checks);
+    #: never written to a table
+    texts: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.cap_ids)
@@ -96,7 +99,8 @@ class Moments:
             where = f" (listed in {order_source})" if order_source else ""
             raise DataError(self.source, f"no moment for this cap_id{where}",
                             key=exc.args[0]) from None
-        return Moments(list(cap_ids), self.ts[index], self.duration[index], self.source)
+        texts = None if self.texts is None else [self.texts[i] for i in index.tolist()]
+        return Moments(list(cap_ids), self.ts[index], self.duration[index], self.source, texts)
 
 
 def _as_float(value, path, key, field: str) -> float:
@@ -111,10 +115,12 @@ def _span(value, path, key, field: str = "ts") -> tuple[float, float]:
     return _as_float(value[0], path, key, field), _as_float(value[1], path, key, field)
 
 
-def _build(rows: list[tuple[str, tuple[float, float], float]], source: str) -> Moments:
+def _build(rows: list[tuple], source: str) -> Moments:
+    """rows: (cap_id, (start, end), duration[, text])."""
     ts = np.array([r[1] for r in rows], dtype=np.float64).reshape(-1, 2)
     duration = np.array([r[2] for r in rows], dtype=np.float64)
-    return Moments([r[0] for r in rows], ts, duration, source)
+    texts = [r[3] for r in rows] if rows and len(rows[0]) > 3 else None
+    return Moments([r[0] for r in rows], ts, duration, source, texts)
 
 
 def _json_lines(text: str, source: str):
@@ -216,14 +222,14 @@ def _cap_id(video_id: str, k: int) -> str:
     return f"{video_id}#enc#{k}"
 
 
-def _grouped(records: list[tuple[str, tuple[float, float], float]]):
-    """(video, span, duration) records -> rows grouped by video in first-appearance order,
-    k = position among the video's records in input order."""
-    by_video: dict[str, list[tuple[tuple[float, float], float]]] = {}
-    for video, span, duration in records:
-        by_video.setdefault(video, []).append((span, duration))
-    return [(_cap_id(video, k), span, duration)
-            for video, items in by_video.items() for k, (span, duration) in enumerate(items)]
+def _grouped(records: list[tuple]):
+    """(video, span, duration, text) records -> rows grouped by video in first-appearance
+    order, k = position among the video's records in input order."""
+    by_video: dict[str, list[tuple]] = {}
+    for video, *rest in records:
+        by_video.setdefault(video, []).append(tuple(rest))
+    return [(_cap_id(video, k), *rest)
+            for video, items in by_video.items() for k, rest in enumerate(items)]
 
 
 def tvr_moments(path: str | Path) -> Moments:
@@ -236,7 +242,8 @@ def tvr_moments(path: str | Path) -> Moments:
                 raise DataError(path, f"field {field!r} missing", key=number)
         video = record["vid_name"]
         records.append((video, _span(record["ts"], path, video),
-                        _as_float(record["duration"], path, video, "duration")))
+                        _as_float(record["duration"], path, video, "duration"),
+                        str(record.get("desc", ""))))
     return _build(_grouped(records), str(path))
 
 
@@ -254,8 +261,13 @@ def activitynet_moments(path: str | Path) -> Moments:
         if not isinstance(entry, dict) or "timestamps" not in entry or "duration" not in entry:
             raise DataError(path, "entry needs 'timestamps' and 'duration'", key=video)
         duration = _as_float(entry["duration"], path, video, "duration")
-        for k, span in enumerate(entry["timestamps"]):
-            rows.append((_cap_id(video, k), _span(span, path, video, "timestamps"), duration))
+        sentences = entry.get("sentences") or [""] * len(entry["timestamps"])
+        if len(sentences) != len(entry["timestamps"]):
+            raise DataError(path, f"{len(sentences)} sentences but {len(entry['timestamps'])} "
+                                  "timestamps", key=video)
+        for k, (span, text) in enumerate(zip(entry["timestamps"], sentences)):
+            rows.append((_cap_id(video, k), _span(span, path, video, "timestamps"), duration,
+                         str(text)))
     return _build(rows, str(path))
 
 
@@ -282,7 +294,7 @@ def charades_moments(path: str | Path, durations: str | Path) -> Moments:
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
-        head, sep, _sentence = line.partition("##")
+        head, sep, sentence = line.partition("##")
         fields = head.split()
         if not sep or len(fields) != 3:
             raise DataError(path, f"expected 'VID start end##sentence', got {line!r}", key=number)
@@ -293,7 +305,7 @@ def charades_moments(path: str | Path, durations: str | Path) -> Moments:
             raise DataError(path, f"times are not numbers in {line!r}", key=number) from None
         if video not in lengths:
             raise DataError(durations, "video has no 'length' row", key=video)
-        records.append((video, span, lengths[video]))
+        records.append((video, span, lengths[video], sentence))
     return _build(_grouped(records), str(path))
 
 
