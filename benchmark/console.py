@@ -70,11 +70,11 @@ class TrainingConsole:
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float], best_epoch: int | None = None) -> None:
         self.console.print(format_epoch_line(epoch, self.num_epochs, metrics, best_epoch),
-                           markup=False)
+                           markup=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
-        self.console.print(message, markup=False)
+        self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", markup=False,
+        self.console.print(f"warning: {message}", markup=False, soft_wrap=True,
                            style="yellow" if self.rich else None)

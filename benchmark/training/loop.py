@@ -28,7 +28,7 @@ from torch import Tensor
 from benchmark import stores
 from benchmark.config import ExperimentConfig, config_hash, config_to_dict, save_config
 from benchmark.console import TrainingConsole
-from benchmark.data.loaders import train_batches
+from benchmark.data.loaders import steps_per_epoch as count_steps, train_batches
 from benchmark.evaluate import EvalResult, evaluate_method
 from benchmark.interface import PRVRMethod, Progress
 from benchmark.naming import git_commit, run_name
@@ -153,7 +153,7 @@ def fit(method: PRVRMethod, splits: Mapping[str, object], cfg: ExperimentConfig,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     num_epochs, batch_size = cfg.train.epochs, cfg.train.batch_size
-    steps_per_epoch = math.ceil(train.num_videos / batch_size)   # the loader keeps the last batch
+    steps_per_epoch = count_steps(train, batch_size)            # the loader keeps the last batch
     optimizer = build_optimizer(method, cfg.optim, t_total=steps_per_epoch * num_epochs)
     eval_kwargs = dict(query_chunk=cfg.eval.query_chunk, video_chunk=cfg.eval.video_chunk, device=device)
 
