@@ -52,7 +52,7 @@ class MVAbsentError(ValueError):
 # Per-query results and the metrics computed from them
 # ----------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # numpy fields: compare arrays explicitly
 class KeyRanks:
     """Per-query results of one score key.
 
@@ -85,7 +85,7 @@ def metrics_from_ranks(rank: np.ndarray, ties: np.ndarray, ap: np.ndarray) -> di
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EvalResult:
     """Per-query ranks of every score key, with query ids, M/V and provenance.
 

@@ -436,3 +436,52 @@ def test_benchmark_yardstick_agrees_with_the_evaluator():
     np.testing.assert_array_equal(result.rank, ranks)
     np.testing.assert_array_equal(naive_rank_loop(scores, query_video), ranks)
     np.testing.assert_allclose(result.ap, aps, rtol=1e-12)
+
+
+def test_evaluate_method_multi_positive_uses_split_relevance():
+    torch.manual_seed(2)
+    split = TinySplit(seed=5, num_videos=7, queries_per_video=2)
+    rng = np.random.default_rng(3)
+    split.relevance = [rng.choice(7, size=int(rng.integers(0, 4)), replace=False)
+                       for _ in range(split.num_queries)]
+    method = MaxFrameMethod(split.dims)
+    scores = full_scores(method, split)
+    result = evaluate_method(method, split, query_chunk=3, video_chunk=2)
+    assert result.relevance_mode == "multi"
+    sets = [set(map(int, r)) | {int(split.query_video[i])} for i, r in enumerate(split.relevance)]
+    for key in ("score", "coarse"):
+        want = oracle_multi(scores[key], sets)
+        np.testing.assert_array_equal(result[key].rank, want[0])
+        np.testing.assert_allclose(result[key].ap, want[2], rtol=1e-12)
+
+
+class BrokenScoreMethod(MaxFrameMethod):
+    def __init__(self, dims, mode):
+        super().__init__(dims)
+        self.mode = mode
+
+    def score(self, q, v):
+        out = super().score(q, v)
+        if self.mode == "no-score":
+            return {"frame": out["score"]}
+        if self.mode == "shape":
+            return {"score": out["score"][:, :1]}
+        if self.mode == "keys" and len(v) < 3:      # the last, shorter video chunk differs
+            return {"score": out["score"]}
+        return out
+
+
+@pytest.mark.parametrize("mode, pattern", [
+    ("no-score", "must return a dict with a 'score' entry"),
+    ("shape", r"entry 'score' has shape \(4, 1\), expected \(4, 3\)"),
+    ("keys", "returned keys"),
+])
+def test_evaluate_method_rejects_bad_score_dicts(mode, pattern):
+    from benchmark.evaluate import EvalInputError
+
+    split = TinySplit(seed=1, num_videos=8, queries_per_video=1)
+    method = BrokenScoreMethod(split.dims, mode)
+    method.train()
+    with pytest.raises(EvalInputError, match=pattern):
+        evaluate_method(method, split, query_chunk=4, video_chunk=3)
+    assert method.training          # the mode is restored even when scoring fails
