@@ -101,19 +101,35 @@ def client_for(tracking_uri: str) -> "mlflow.MlflowClient":
             client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         except Exception as exc:  # noqa: BLE001 - any store failure is reported the same way
             raise TrackingError(f"cannot open MLflow tracking store {redact(tracking_uri)}: "
-                                f"{exc}") from exc
+                                f"{redact(str(exc))}") from None
         _CLIENTS[tracking_uri] = client
     return _CLIENTS[tracking_uri]
 
 
-def check_reachable(tracking_uri: str) -> None:
-    """Contact the store once (used before any training starts); raises TrackingError."""
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Contact the store once, before any training starts; raises TrackingError.
+
+    An HTTP server is probed at ``/health`` with a short timeout (the MLflow client itself
+    retries for minutes); a database store answers one experiment search."""
+    scheme = urlparse(tracking_uri).scheme
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        url = tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user URI
+                resp.read(64)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise TrackingError(f"MLflow tracking server {redact(tracking_uri)} is not "
+                                f"reachable: {redact(str(exc))}") from None
+        return
     client = client_for(tracking_uri)
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001
         raise TrackingError(f"MLflow tracking store {redact(tracking_uri)} is not reachable: "
-                            f"{exc}") from exc
+                            f"{redact(str(exc))}") from None
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
