@@ -15,6 +15,14 @@ video is placed before every relevant one (the worst tie-break there is). Conseq
   average precision of that same order. Among tied *relevant* videos the order does not matter
   for the first position, and for AP the pessimistic order gives them the smallest precisions
   (relevant k-th in a tie group sits after all tied irrelevant videos).
+  The simpler rule "each relevant video's rank counts every other video scored >= it" agrees
+  whenever relevant videos do not tie with each other, but inside such a tie it hands every
+  relevant video the *largest* precision of its group (optimistic) and can rank no relevant
+  video first even though one of them must come first; hence the worst-case order instead.
+  ``ties`` counts only irrelevant videos tied with the best relevant one: the videos whose
+  tie-break decides the rank (with one relevant video: all other videos with its score).
+
+NaN scores are an error (``NaNScoreError``) naming the first affected query.
 """
 from __future__ import annotations
 
