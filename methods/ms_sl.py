@@ -31,9 +31,11 @@ from benchmark.registry import register_method, register_variant
 from methods.layers.attention import guided_attention_pool
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
-from methods.layers.pooling import multi_scale_proposals
+from methods.layers.pooling import multi_scale_proposals, window_average_matrix
 from methods.losses.nce import clip_nce, frame_nce
 from methods.losses.ranking import clip_triplet_loss, frame_triplet_loss
+
+NORM_EPS = 1e-12          # F.normalize's eps, as the reference's cosine uses
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,11 +144,22 @@ class MSSL(PRVRMethod):
     # ------------------------------------------------------------------ scoring
 
     @staticmethod
-    def _clip_scale(query: Tensor, proposals: Tensor) -> tuple[Tensor, Tensor]:
-        """max_j cos(q̄, P_j) and its argmax j*. Shapes: (Nq, D), (B, P, D) -> (Nq, B) twice."""
-        cos = torch.einsum("qd,bpd->qbp", F.normalize(query, dim=-1),
-                           F.normalize(proposals, dim=-1))  # (Nq, B, P)
-        return cos.max(dim=-1)
+    def _clip_scale(query: Tensor, clips: Tensor, proposals: Tensor) -> tuple[Tensor, Tensor]:
+        """Clip-scale scores from per-clip dot products (§4.3).
+
+        q̄·P_{k,s} is the window average of q̄·C_t (the proposals are linear in the clips), so
+        the 528 raw scores cost 32 dot products per pair plus a (32 × 528) product; the cosine
+        divides by ‖q̄‖‖P_j‖ (``F.normalize`` semantics, eps 1e-12).
+
+        Shapes: query (Nq, D), clips (B, N, D), proposals (B, P, D) -> cos (Nq, B, P),
+        raw (Nq, B, P).
+        """
+        average = window_average_matrix(clips.shape[1], clips.dtype, clips.device)    # (P, N)
+        raw = torch.einsum("qd,btd->qbt", query, clips) @ average.t()                 # (Nq, B, P)
+        q_norm = query.norm(dim=-1).clamp_min(NORM_EPS)                               # (Nq,)
+        p_norm = proposals.norm(dim=-1).clamp_min(NORM_EPS)                           # (B, P)
+        cos = raw / (q_norm[:, None, None] * p_norm[None])                             # (Nq, B, P)
+        return cos, raw
 
     def _guided_frames(self, frames: Tensor, mask: Tensor, guide: Tensor) -> Tensor:
         """KCGA f = Σ_t softmax_t(K_t·u) V_t, K = key_map(F), V = value_map(F) (§4.2).
@@ -158,23 +171,24 @@ class MSSL(PRVRMethod):
 
         The inference KCGA guides every (query, video) pair by that pair's own key clip.
         Queries are processed in sub-blocks so that one sub-block allocates at most about
-        ``score_budget_elements`` floats: per pair the cosine slab (528), the guide and the
-        attended feature (2D) and the attention weights (T). Beyond that the call holds the
-        chunk's proposals, normalised proposals and key/value maps, (528·2 + 2T)·D floats per
-        video. Peak ≈ 4·[budget + Nv·(1056 + 2T)·D] bytes in float32.
+        ``score_budget_elements`` floats: per pair the per-clip scores (32), the raw and cosine
+        proposal scores (2·528), the guide and the attended feature (2D) and the attention
+        weights (T). Beyond that the call holds the chunk's proposals and key/value maps,
+        (528 + 2T)·D floats per video. Peak ≈ 4·[budget + Nv·(528 + 2T)·D] bytes in float32
+        (budget 2²⁵: 128 MiB, plus ≈ 1.1 MB per video of the chunk at T = 128).
         """
         proposals = multi_scale_proposals(v.clips)                     # (Nv, P, D)
-        proposals_n = F.normalize(proposals, dim=-1)                   # (Nv, P, D)
         keys, values = self.key_map(v.frames), self.value_map(v.frames)  # (Nv, T, D) each
         num_videos, num_props, hidden = proposals.shape
-        per_pair = num_props + 2 * hidden + v.frames.shape[1]
+        per_pair = 2 * num_props + v.clips.shape[1] + 2 * hidden + v.frames.shape[1]
         step = max(1, self.score_budget_elements // max(1, num_videos * per_pair))
         vids = torch.arange(num_videos, device=proposals.device)
         clip_parts, frame_parts = [], []
         for start in range(0, len(q), step):                          # loop over query sub-blocks
             query = q.query[start:start + step]                         # (q, D)
             query_n = F.normalize(query, dim=-1)
-            cos = torch.einsum("qd,vpd->qvp", query_n, proposals_n)     # (q, Nv, P)
+            cos, raw = self._clip_scale(query, v.clips, proposals)      # (q, Nv, P) each
+            del raw
             clip_score, key_clip = cos.max(dim=-1)                      # (q, Nv)
             del cos
             guide = proposals[vids[None, :], key_clip]                  # (q, Nv, D) raw proposals
@@ -201,9 +215,10 @@ class MSSL(PRVRMethod):
         query = self.encode_queries(batch.queries).query                # (Nq, D)
         video = self.encode_videos(batch.videos)
         proposals = multi_scale_proposals(video.clips)                  # (B, P, D)
-        clip_score, key_clip = self._clip_scale(query, proposals)       # (Nq, B) each
-        # ref: U^c recomputed with unnormalised vectors; its argmax may differ from j*
-        clip_raw = torch.einsum("qd,bpd->qbp", query, proposals).max(dim=-1).values  # (Nq, B)
+        cos, raw = self._clip_scale(query, video.clips, proposals)      # (Nq, B, P) each
+        clip_score, key_clip = cos.max(dim=-1)                          # (Nq, B) each
+        # ref: U^c is the max of the unnormalised scores; its argmax may differ from j*
+        clip_raw = raw.max(dim=-1).values                               # (Nq, B)
         out = {"clip": clip_score, "clip_raw": clip_raw}
         if c.frame_triplet_weight == 0 and c.frame_nce_weight == 0:
             return out

@@ -205,3 +205,15 @@ def test_sequence_encoder_shapes_and_custom_attention():
     enc = SequenceEncoder(6, 8, 2, max_len=10, input_dropout=0.0, attention=Passthrough()).eval()
     x = torch.randn(2, 7, 6)
     torch.testing.assert_close(enc(x, None), enc.position(enc.projection(x)))
+
+
+def test_window_average_matrix_scores_equal_proposal_scores():
+    from methods.layers.pooling import window_average_matrix
+    clips = torch.randn(3, 32, 5, dtype=torch.float64)
+    q = torch.randn(4, 5, dtype=torch.float64)
+    A = window_average_matrix(32, torch.float64)
+    assert A.shape == (528, 32)
+    direct = torch.einsum("qd,bpd->qbp", q, multi_scale_proposals(clips))
+    torch.testing.assert_close(torch.einsum("qd,btd->qbt", q, clips) @ A.t(), direct)
+    torch.testing.assert_close(A[:3, :3], torch.eye(3, dtype=torch.float64))
+    assert A[32, :2].tolist() == [0.5, 0.5] and A[-1].tolist() == [1 / 32] * 32

@@ -61,6 +61,21 @@ def proposal_windows(num_clips: int, device=None) -> tuple[Tensor, Tensor]:
     return starts.to(device), lengths.to(device)
 
 
+def window_average_matrix(num_clips: int, dtype=torch.float32, device=None) -> Tensor:
+    """A with A[j, t] = 1/k_j for t in window j, else 0, so that A·x lists every sliding
+    average of x in the order of :func:`proposal_windows`.
+
+    Because the averages are linear, (q·C) Aᵀ gives exactly the proposal scores q·P_j: MS-SL
+    scores 528 proposals for the cost of 32 dot products and one small matrix product.
+
+    Shapes: -> (P, N) with P = N(N+1)/2.
+    """
+    starts, lengths = proposal_windows(num_clips)
+    t = torch.arange(num_clips)
+    inside = (t[None, :] >= starts[:, None]) & (t[None, :] < (starts + lengths)[:, None])  # (P, N)
+    return (inside.double() / lengths[:, None].double()).to(device=device, dtype=dtype)
+
+
 def multi_scale_proposals(clips: Tensor) -> Tensor:
     """p_{k,s} = (1/k) Σ_{t=s}^{s+k-1} C_t for k = 1..N, s = 0..N-k (§4.2), ordered as the
     reference's concatenation of Identity and AvgPool1d(k, stride 1), k = 2..N.
