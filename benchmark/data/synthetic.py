@@ -62,6 +62,7 @@ QUERY_CHUNK = 2048
 # Random-stream identifiers (default_rng([seed, profile, split, stream, ...])).
 _STREAM_IDS, _STREAM_DURATION, _STREAM_QPV, _STREAM_MV, _STREAM_WORDS = 0, 1, 2, 3, 4
 _STREAM_LATENT, _STREAM_FRAMES, _STREAM_TOKENS, _STREAM_TEXT, _STREAM_ANOMALY = 5, 6, 7, 8, 9
+_STREAM_TEACHER_FRAMES, _STREAM_TEACHER_TEXT = 10, 11
 _MODEL_SPLIT = 99          # split slot of the collection-wide latent model
 
 
@@ -605,10 +606,9 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
             latents = draw_latents(sp, model, signal, prof, seed)
             offsets = np.concatenate([[0], np.cumsum(sp.num_frames)])
             for ci, (a, b) in enumerate(_video_chunks(sp.num_frames, FRAME_CHUNK)):
-                rng = _rng(seed, prof, si, _STREAM_FRAMES, ci)
                 h = latents.frames[offsets[a]: offsets[b]]                   # (n, K)
-                student_frames(h, model, signal, rng).tofile(bin_f)
-                g = teacher_frames(h, model, signal, rng)                    # (n, d_t)
+                student_frames(h, model, signal, _rng(seed, prof, si, _STREAM_FRAMES, ci)).tofile(bin_f)
+                g = teacher_frames(h, model, signal, _rng(seed, prof, si, _STREAM_TEACHER_FRAMES, ci))
                 names = []
                 for v in range(a, b):
                     vid = sp.video_ids[v]
@@ -621,10 +621,11 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
                 id_f.write(" ".join(names) + " ")
             for ci, a in enumerate(range(0, sp.num_queries, QUERY_CHUNK)):
                 b = min(a + QUERY_CHUNK, sp.num_queries)
-                rng = _rng(seed, prof, si, _STREAM_TOKENS, ci)
                 tok = sp.tokens[a:b]
-                y = student_tokens(latents.query[a:b], tok, model, signal, rng)   # (Σ L, d_q)
-                c = teacher_text(latents.query[a:b], model, signal, rng)          # (n, d_t)
+                y = student_tokens(latents.query[a:b], tok, model, signal,
+                                   _rng(seed, prof, si, _STREAM_TOKENS, ci))     # (Σ L, d_q)
+                c = teacher_text(latents.query[a:b], model, signal,
+                                 _rng(seed, prof, si, _STREAM_TEACHER_TEXT, ci))  # (n, d_t)
                 for j, block in enumerate(np.split(y, np.cumsum(tok)[:-1])):
                     roberta.create_dataset(sp.cap_ids[a + j], data=block, track_times=False)
                     teacher_q.create_dataset(sp.cap_ids[a + j], data=c[j: j + 1], track_times=False)
@@ -644,6 +645,29 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
         "splits": summary,
     }
     layout.synthetic_marker.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+
+
+def teacher_features(plan: CollectionPlan, split: str, signal: SignalConfig = SignalConfig()
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The CLIP-like teacher features of one split, bit-identical to what ``write_collection``
+    stores, computed in memory (same latents, chunks and random streams) without writing the
+    student features. For tests and analyses at tiny/small scale.
+
+    Shapes: -> text (Nq, d_t), frames (F, d_t) with videos concatenated in split order.
+    """
+    prof, seed, sp = plan.profile, plan.seed, plan.splits[split]
+    si = SPLITS.index(split)
+    model = LatentModel.draw(prof, seed, signal)
+    latents = draw_latents(sp, model, signal, prof, seed)
+    offsets = np.concatenate([[0], np.cumsum(sp.num_frames)])
+    frames = [teacher_frames(latents.frames[offsets[a]: offsets[b]], model, signal,
+                             _rng(seed, prof, si, _STREAM_TEACHER_FRAMES, ci))
+              for ci, (a, b) in enumerate(_video_chunks(sp.num_frames, FRAME_CHUNK))]
+    text = [teacher_text(latents.query[a: a + QUERY_CHUNK], model, signal,
+                         _rng(seed, prof, si, _STREAM_TEACHER_TEXT, ci))
+            for ci, a in enumerate(range(0, sp.num_queries, QUERY_CHUNK))]
+    empty = np.zeros((0, prof.teacher_dim), np.float32)
+    return (np.concatenate(text) if text else empty), (np.concatenate(frames) if frames else empty)
 
 
 def generate(profile: str, scale: str, seed: int, out: str | Path, *, anomalies: bool = False,
