@@ -1,0 +1,131 @@
+"""dl-dkd and dl-dkd++: seconds per training epoch, evaluation time and peak memory on small TVR.
+
+Each method trains one epoch on the same batches of ``data_root/tvr`` (forward, backward and a
+plain Adam step; the reference optimiser's arithmetic is the same for every method and not what
+is measured), then the shared evaluator scores the validation split. ``pp_vs_iccv_epoch_ratio``
+is what the journal version's soft targets and separate projection cost per epoch.
+
+The naive approach is the soft-target NCE written as the reference's per-video loop (a test
+oracle restating docs/methods.md §6.4, not library code), timed against the vectorised
+``soft_target_nce`` on one TVR-sized batch (640 queries x 128 videos):
+``soft_nce_speedup_vs_loop``. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and
+the process's peak resident set on the CPU (monotone over the run). Never asserted anywhere.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+import resource
+import time
+
+import torch
+
+from benchmark.data.loaders import train_batches
+from benchmark.data.split import load_split
+from benchmark.evaluate import evaluate_method
+from benchmark.interface import Progress
+from benchmark.registry import get_method
+
+METHODS = ("dl-dkd", "dl-dkd++")
+BATCH_SIZE = 128          # ref: bsz 128 (docs/methods.md §5.5, §6.7)
+NCE_QUERIES, NCE_VIDEOS = 640, 128   # a TVR batch: 128 videos x 5 captions
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+
+
+def _train_and_eval(name: str, train, val, device: str) -> dict[str, float]:
+    entry = get_method(name)
+    torch.manual_seed(0)
+    method = entry.cls(entry.default_config, train.dims).to(device)
+    optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-4)
+    batches = list(train_batches(train, BATCH_SIZE, torch.Generator().manual_seed(0),
+                                 sort_by=method.batch_sort))
+    if device.startswith("cuda"):
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats()
+    method.train()
+    start = time.perf_counter()
+    for step, batch in enumerate(batches):
+        progress = Progress(epoch=0, num_epochs=1, step=step, steps_per_epoch=len(batches))
+        loss = method.compute_loss(batch.to(device), progress)["loss"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    _sync(device)
+    epoch = time.perf_counter() - start
+    train_peak = _peak_mb(device)
+    method.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = evaluate_method(method, val, device=device)
+    _sync(device)
+    return {"epoch_seconds": epoch, "eval_seconds": time.perf_counter() - start,
+            "train_peak_mb": train_peak, "steps": float(len(batches)),
+            "val_SumR_after_1_epoch": float(result.metrics()["SumR"])}
+
+
+def _soft_nce_loop(U: torch.Tensor, T: torch.Tensor, qv: torch.Tensor, alpha: float, beta: float):
+    """§6.4 with one pass per query row and per video column (naive reference)."""
+    n, m = U.shape
+    hq, hv = math.floor(alpha * n), math.floor(alpha * m)
+    t2v_h, t2v_s, v2t_h, v2t_s = [], [], [], []
+    for i in range(n):
+        y = torch.zeros(m, dtype=U.dtype, device=U.device)
+        y[qv[i]] = 1
+        tgt = y if i < hq else beta * y + (1 - beta) * torch.softmax(T[i], 0)
+        (t2v_h if i < hq else t2v_s).append((tgt * (U[i].logsumexp(0) - U[i])).sum())
+    for v in range(m):
+        y = (qv == v).to(U.dtype)
+        tgt = y if v < hv else beta * y + (1 - beta) * torch.softmax(T[:, v], 0)
+        term = U[:, v].logsumexp(0) - (torch.log(tgt + 1e-12) + U[:, v]).logsumexp(0)
+        (v2t_h if v < hv else v2t_s).append(term)
+    loss = alpha * (torch.stack(t2v_h).sum() / hq + torch.stack(v2t_h).sum() / hv)
+    return loss + (1 - alpha) * (torch.stack(t2v_s).sum() / (n - hq) + torch.stack(v2t_s).sum() / (m - hv))
+
+
+def _soft_nce_speedup(device: str) -> tuple[float, float]:
+    from methods.losses.soft_nce import soft_target_nce
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(NCE_QUERIES, NCE_VIDEOS, generator=g).to(device)
+    T = (torch.randn(NCE_QUERIES, NCE_VIDEOS, generator=g) * 5).to(device)
+    qv = torch.arange(NCE_VIDEOS).repeat_interleave(NCE_QUERIES // NCE_VIDEOS).to(device)
+    fast = soft_target_nce(U, T, qv, alpha=0.5, beta=0.8)           # warm-up and value check
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        soft_target_nce(U, T, qv, alpha=0.5, beta=0.8)
+    _sync(device)
+    vectorised = (time.perf_counter() - start) / 10
+    start = time.perf_counter()
+    slow = _soft_nce_loop(U, T, qv, 0.5, 0.8)
+    _sync(device)
+    loop = time.perf_counter() - start
+    return loop / vectorised, abs(float(fast) - float(slow))
+
+
+def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
+    requires = frozenset().union(*(get_method(n).cls.requirements(get_method(n).default_config)
+                                   for n in METHODS))
+    train = load_split(data_root, "tvr", "train", requires=requires)
+    val = load_split(data_root, "tvr", "val")
+    out: dict[str, float | str] = {"collection": "tvr-small (synthetic)", "device": device}
+    measured = {name: _train_and_eval(name, train, val, device) for name in METHODS}
+    for name, values in measured.items():
+        prefix = name.replace("-", "_").replace("+", "p")
+        for key, value in values.items():
+            out[f"{prefix}_{key}"] = round(value, 4)
+    out["pp_vs_iccv_epoch_ratio"] = round(
+        measured["dl-dkd++"]["epoch_seconds"] / measured["dl-dkd"]["epoch_seconds"], 3)
+    speedup, gap = _soft_nce_speedup(device)
+    out["soft_nce_speedup_vs_loop"] = round(speedup, 1)
+    out["soft_nce_loop_abs_diff"] = gap
+    return out
