@@ -225,6 +225,9 @@ def test_plan_statistics_follow_the_profile(name, scale):
         q = np.quantile(sp.durations, DURATION_LEVELS[1:-1])
         assert np.allclose(q, knots[1:-1], rtol=0.04, atol=1.0), (split, q, knots)
         assert knots[0] <= sp.durations.min() and sp.durations.max() <= knots[-1]
+        real_mean = {"tvr": (76.2, 75.7), "activitynet": (117.3, 117.8),
+                     "charades": (30.9, 29.5)}[name][0 if train else 1]       # §4.2
+        assert abs(sp.durations.mean() / real_mean - 1) < 0.04, (split, sp.durations.mean())
         # word counts (§4.8): mean, median, p5/p95 and the rare > 30-word queries
         words = dict(prof.words)
         mean = sum(w * p for w, p in words.items())

@@ -11,7 +11,7 @@ Distributions are stored in the form the generator samples from:
 * discrete distributions (queries per video, words per query) as ``((value, weight), ...)``;
   the generator assigns them by quota with largest-remainder rounding, so a split of n items
   holds each value within one item of its expected count;
-* video durations as seven quantile knots (min, p5, p25, p50, p75, p95, max) for a
+* video durations as nine quantile knots (min, p1, p5, p25, p50, p75, p95, p99, max) for a
   piecewise-linear inverse CDF;
 * M/V as the counts of the ten width-0.1 right-closed bins (§4.6), the count of M/V exactly 1,
   and the quantiles of §4.4, merged into one piecewise-linear CDF (see ``mv_cdf_knots``).
@@ -32,8 +32,12 @@ PROFILES = ("tvr", "activitynet", "charades")
 
 #: Fixed edges of the five M/V bins (docs/datasets.md §1, right-closed).
 MV_EDGES_5 = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-#: Quantile levels of the duration knots.
-DURATION_LEVELS = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+#: Quantile levels of the duration knots. p1 and p99 are not in docs/datasets.md §4.2; they were
+#: derived once from the same annotation files (durations per video) so that the long upper
+#: tail (e.g. ActivityNet p95 225 s, max 745 s) does not inflate the mean.
+DURATION_LEVELS = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+#: Quantile levels of the M/V summary of docs/datasets.md §4.4 (min, p5, ..., max).
+MV_LEVELS = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Profile:
     duration_knots_train: tuple[float, ...]
     mv_bin10_counts: tuple[int, ...]   # counts in (0,.1], (.1,.2], ..., (.9,1]
     mv_one_count: int                  # queries with M/V exactly 1 (6-decimal rule), inside bin 10
-    mv_quantiles: tuple[float, ...]    # M/V at DURATION_LEVELS (min, p5, ..., max)
+    mv_quantiles: tuple[float, ...]    # M/V at MV_LEVELS (min, p5, ..., max)
     start_at_zero: float               # share of queries starting at 0 (§4.7)
     end_at_duration: float             # share of queries ending at T (§4.7)
     words: tuple[tuple[int, float], ...]   # query word-count distribution (§4.8)
@@ -95,7 +99,7 @@ class Profile:
         for x, f in zip(edge_x[1:], edge_f[1:]):
             if mv_min < x < mv_max:
                 knots.append((float(x), float(f)))
-        for level, x in zip(DURATION_LEVELS[1:-1], self.mv_quantiles[1:-1]):
+        for level, x in zip(MV_LEVELS[1:-1], self.mv_quantiles[1:-1]):
             bin_index = min(int(np.ceil(x * 10.0 - 1e-9)) - 1, 9)
             if edge_f[bin_index] <= level <= edge_f[bin_index + 1]:
                 knots.append((float(x), float(level)))
@@ -150,8 +154,8 @@ TVR = Profile(
     full_videos=(17435, 2179, 2179),
     queries_per_video=((5, 1.0),),
     queries_per_video_train=((5, 1.0),),
-    duration_knots=(8.0, 56.0, 60.2, 69.0, 90.4, 96.0, 184.0),
-    duration_knots_train=(2.0, 56.0, 60.3, 77.0, 90.5, 97.0, 272.0),
+    duration_knots=(8.0, 44.8, 56.0, 60.2, 69.0, 90.4, 96.0, 129.2, 184.0),
+    duration_knots_train=(2.0, 43.0, 56.0, 60.3, 77.0, 90.5, 97.0, 131.3, 272.0),
     mv_bin10_counts=(7262, 2036, 667, 333, 218, 102, 72, 56, 42, 107),
     mv_one_count=43,
     mv_quantiles=(0.0049, 0.020, 0.044, 0.070, 0.130, 0.425, 1.0),
@@ -177,8 +181,8 @@ ACTIVITYNET = Profile(
     queries_per_video_train=_pmf({2: 1936, 3: 4125, 4: 1891, 5: 782, 6: 510, 7: 313, 8: 185,
                                   9: 84, 10: 66, 11: 40, 12: 30, 13: 15, 14: 10, 15: 8, 16: 4,
                                   17: 3, 18: 2, 19: 1, 20: 1, 21: 1, 22: 1, 27: 1}),
-    duration_knots=(2.3, 17.5, 60.2, 116.3, 175.3, 225.3, 745.5),
-    duration_knots_train=(1.6, 18.2, 61.6, 113.9, 172.6, 224.1, 755.1),
+    duration_knots=(2.3, 7.2, 17.5, 60.2, 116.3, 175.3, 225.3, 237.2, 745.5),
+    duration_knots_train=(1.6, 8.0, 18.2, 61.6, 113.9, 172.6, 224.1, 236.6, 755.1),
     mv_bin10_counts=(3839, 2875, 2296, 1692, 1500, 1104, 658, 411, 373, 1005),
     mv_one_count=494,
     mv_quantiles=(0.0049, 0.025, 0.105, 0.250, 0.475, 0.950, 1.0),
@@ -203,8 +207,8 @@ CHARADES = Profile(
                             10: 4, 12: 2}),
     queries_per_video_train=_pmf({1: 1866, 2: 1591, 3: 940, 4: 486, 5: 263, 6: 112, 7: 48,
                                   8: 17, 9: 13, 10: 2}),
-    duration_knots=(7.0, 15.6, 27.2, 30.7, 32.7, 39.7, 72.0),
-    duration_knots_train=(5.5, 18.3, 27.9, 30.6, 32.5, 42.9, 194.3),
+    duration_knots=(7.0, 11.1, 15.6, 27.2, 30.7, 32.7, 39.7, 47.6, 72.0),
+    duration_knots_train=(5.5, 12.7, 18.3, 27.9, 30.6, 32.5, 42.9, 60.2, 194.3),
     mv_bin10_counts=(51, 1026, 1341, 772, 514, 16, 0, 0, 0, 0),
     mv_one_count=0,
     # max 0.503 (test): the "cap near 0.51" of §8 keeps the upper two bins empty.
