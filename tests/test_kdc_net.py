@@ -1,0 +1,259 @@
+"""kdc-net reconstruction (docs/methods.md §9.3): labelling, parameter counts, parity of
+``kdc-net.base`` with ``dl-dkd++``, module wiring, KRD special cases, config validation,
+preset and every registered variant."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import resources
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.config import load_config
+from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
+from benchmark.interface import FeatureDims, Progress
+from benchmark.overrides import ConfigError, apply_overrides, flatten, to_jsonable
+from benchmark.registry import get_method, list_methods
+from methods.dl_dkd import DLDKDConfig
+from methods.kdc_net import KDC_NET_CONFIG, RECONSTRUCTION_NOTE, KDCNet
+from methods.layers.attention import SelfAttentionLayer
+from methods.layers.dta import DynamicTemporalAttention
+from methods.layers.hsa import HSA
+from methods.losses.krd import refine_target
+from methods.teacher import positive_teacher_frame_cosines
+
+DIMS = FeatureDims(query=12, video=20, teacher=8, max_frames=16, max_query_tokens=8)
+SMALL = {"hidden_size": 16, "num_heads": 4}
+VARIANTS = sorted(m.name for m in list_methods() if m.base == "kdc-net")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: thread start-up dominates and oversubscribes a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def progress(epoch=0):
+    return Progress(epoch=epoch, num_epochs=120, step=0, steps_per_epoch=1)
+
+
+def make_batch(seed=0, counts=(3, 2, 2, 1, 1), T=9, L=6) -> TrainBatch:
+    g = torch.Generator().manual_seed(seed)
+    B = len(counts)
+    qv = torch.repeat_interleave(torch.arange(B), torch.tensor(counts))
+    nq = len(qv)
+    lengths = torch.tensor([T, 6, 3, 1, 8])[:B]
+    frame_mask = (torch.arange(T)[None] < lengths[:, None]).float()
+    tok_len = torch.randint(2, L + 1, (nq,), generator=g)
+    token_mask = (torch.arange(L)[None] < tok_len[:, None]).float()
+    frames = F.normalize(torch.randn(B, T, DIMS.video, generator=g), dim=-1) * frame_mask[..., None]
+    tokens = F.normalize(torch.randn(nq, L, DIMS.query, generator=g), dim=-1) * token_mask[..., None]
+    c = torch.randn(nq, DIMS.teacher, generator=g) * 3
+    G = torch.randn(B, T, DIMS.teacher, generator=g) * 2 * frame_mask[..., None]
+    return TrainBatch(QueryBatch(tokens, token_mask, c), VideoBatch(frames, frame_mask, None, G), qv)
+
+
+def build(name="kdc-net", seed=0, **overrides):
+    entry = get_method(name)
+    torch.manual_seed(seed)
+    return entry.cls(apply_overrides(entry.default_config, {**SMALL, **overrides}), DIMS)
+
+
+# -- labelling ------------------------------------------------------------------------------------
+
+def test_every_kdc_net_entry_is_tagged_as_a_reconstruction():
+    assert "kdc-net" in VARIANTS and len(VARIANTS) > 20
+    for name in VARIANTS:
+        entry = get_method(name)
+        assert entry.tags == {"reconstruction": "true"}, name
+        assert entry.cls is KDCNet
+    assert "RECONSTRUCTION" in get_method("kdc-net").summary
+
+
+def test_card_carries_the_note_and_documents_every_knob():
+    card = (resources.files("methods") / "cards" / "kdc-net.md").read_text()
+    assert RECONSTRUCTION_NOTE in card.replace("\n> ", " ").replace("**", "")
+    knobs = [k for k in flatten(KDC_NET_CONFIG) if k.split(".")[0] in ("hsa", "dta", "krd")]
+    for knob in knobs:
+        assert f"`{knob}`" in card or f"`{knob}`," in card or knob in card, knob
+
+
+# -- architecture ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("d_q, d_v, expected, base", [(768, 3072, 8_122_912, 5_755_392),
+                                                      (1024, 1024, 6_739_488, 4_371_968)])
+def test_parameter_counts(d_q, d_v, expected, base):
+    dims = FeatureDims(query=d_q, video=d_v, teacher=512)
+    count = lambda name: sum(p.numel() for p in get_method(name).cls(  # noqa: E731
+        get_method(name).default_config, dims).parameters())
+    assert count("kdc-net") == expected                 # §9.3.4 totals
+    assert count("kdc-net.base") == count("dl-dkd++") == base
+    assert count("kdc-net.no-dta") == base + 2 * 1_182_720
+    assert count("kdc-net.no-hsa") == base + 2 * 1_040
+
+
+def test_switched_off_modules_are_not_built():
+    base = build("kdc-net.base")
+    ref = build("dl-dkd++")
+    assert list(base.state_dict()) == list(ref.state_dict())
+    for name in ("inherit", "explore"):
+        assert not hasattr(base.branches[name], "hsa")
+        assert type(base.branches[name].video.encoder) is SelfAttentionLayer
+    full = build("kdc-net")
+    for name in ("inherit", "explore"):
+        assert isinstance(full.branches[name].hsa, HSA)
+        assert isinstance(full.branches[name].video.encoder, DynamicTemporalAttention)
+    half = build("kdc-net", **{"hsa.branches": "inherit", "dta.branches": "inherit"})
+    assert hasattr(half.branches["inherit"], "hsa") and not hasattr(half.branches["explore"], "hsa")
+    assert type(half.branches["explore"].video.encoder) is SelfAttentionLayer
+
+
+# -- parity with dl-dkd++ -------------------------------------------------------------------------
+
+def test_base_equals_dl_dkd_pp_for_the_same_seed_and_batch():
+    base, ref = build("kdc-net.base", seed=3), build("dl-dkd++", seed=3)
+    for (k1, v1), (k2, v2) in zip(base.state_dict().items(), ref.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2), k1
+    batch = make_batch(1)
+    for epoch in (0, 7):
+        torch.manual_seed(11)
+        got = base.compute_loss(batch, progress(epoch))
+        torch.manual_seed(11)
+        want = ref.compute_loss(batch, progress(epoch))
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), (epoch, key)
+        got["loss"].backward()
+        want["loss"].backward()
+        for (k1, p1), (_, p2) in zip(base.named_parameters(), ref.named_parameters()):
+            assert (p1.grad is None) == (p2.grad is None) and (p1.grad is None or torch.equal(p1.grad, p2.grad)), k1
+    base.eval(), ref.eval()
+    with torch.no_grad():
+        s1 = base.score(base.encode_queries(batch.queries), base.encode_videos(batch.videos))
+        s2 = ref.score(ref.encode_queries(batch.queries), ref.encode_videos(batch.videos))
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+# -- module wiring --------------------------------------------------------------------------------
+
+def test_hsa_replaces_the_query_vector_and_a_closed_gate_restores_it():
+    model = build("kdc-net.hsa-only").eval()
+    queries = make_batch().queries
+    branch = model.branches["inherit"]
+    with torch.no_grad():
+        states = branch.query.token_states(queries.tokens, queries.mask)
+        sentence = branch.query.pool(states, queries.mask)
+        got = model._query_vector("inherit", queries.tokens, queries.mask)
+        assert torch.allclose(got, branch.hsa(states, queries.mask, sentence))
+        assert not torch.allclose(got, sentence, atol=1e-4)
+        branch.hsa.gate.weight.zero_()
+        branch.hsa.gate.bias.fill_(-100.0)                 # z = 0: q = q̄
+        assert torch.allclose(model._query_vector("inherit", queries.tokens, queries.mask), sentence)
+
+
+def test_krd_target_is_refine_target_of_the_teacher_cosines():
+    model = build("kdc-net")
+    batch = make_batch()
+    mask = batch.videos.frame_mask[batch.query_video]
+    teacher = positive_teacher_frame_cosines(batch.queries.teacher, batch.videos.teacher_frames,
+                                             batch.videos.frame_mask, batch.query_video)
+    got = model._kd_target(teacher, teacher, mask)
+    assert torch.equal(got, refine_target(teacher, mask, window=5, delta=0.2, lam=0.5, temperature=0.2))
+    assert build("kdc-net.no-krd")._kd_target(teacher, teacher, mask) is None
+
+
+@pytest.mark.parametrize("settings", [{"krd.lam": 0.0},
+                                      {"krd.window": 1, "krd.delta": 1.0, "krd.lam": 1.0}])
+def test_krd_special_cases_reproduce_the_dl_dkd_pp_kd_term(settings):
+    batch = make_batch(2)
+    torch.manual_seed(5)
+    plain = build("kdc-net.krd-only", seed=4, **{"krd.enabled": False}).compute_loss(batch, progress())
+    torch.manual_seed(5)
+    special = build("kdc-net.krd-only", seed=4, **settings).compute_loss(batch, progress())
+    torch.manual_seed(5)
+    refined = build("kdc-net.krd-only", seed=4).compute_loss(batch, progress())
+    assert torch.allclose(special["loss_kd"], plain["loss_kd"], rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(refined["loss_kd"], plain["loss_kd"], rtol=1e-3)
+    for key in ("loss_inherit_triplet", "loss_inherit_nce", "loss_explore_nce"):
+        assert torch.equal(refined[key], plain[key]), key       # KRD touches the KD target only
+
+
+def test_scores_are_separable_over_video_chunks():
+    model = build("kdc-net").eval()
+    batch = make_batch(3)
+    with torch.no_grad():
+        q = model.encode_queries(batch.queries)
+        full = model.score(q, model.encode_videos(batch.videos))["score"]
+        parts = []
+        for idx in (torch.tensor([0, 1]), torch.tensor([2, 3, 4])):
+            v = batch.videos
+            sub = VideoBatch(v.frames[idx], v.frame_mask[idx], None, None)
+            parts.append(model.score(q, model.encode_videos(sub))["score"])
+    assert torch.allclose(full, torch.cat(parts, dim=1), atol=1e-6)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+def test_registered_default_inherits_every_dl_dkd_pp_value():
+    pp = get_method("dl-dkd++").default_config
+    for f in dataclasses.fields(DLDKDConfig):
+        assert getattr(KDC_NET_CONFIG, f.name) == getattr(pp, f.name), f.name
+    assert KDC_NET_CONFIG.krd.lam == 0.5 and KDC_NET_CONFIG.krd.window == 5
+    assert KDC_NET_CONFIG.hsa.kernels == (1, 2, 3) and KDC_NET_CONFIG.dta.rel_pos_max == 32
+
+
+@pytest.mark.parametrize("key, value, match", [("krd.window", 4, "krd.window"), ("krd.window", 0, "krd.window"),
+                                               ("krd.delta", 1.5, "krd.delta"), ("krd.lam", -0.1, "krd.lam"),
+                                               ("dta.gamma0", 0.0, "dta.gamma0"), ("hsa.kernels", (2, 2), "hsa.kernels"),
+                                               ("krd.lambda", 0.5, "krd.lambda")])
+def test_bad_knobs_raise_config_errors_naming_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(KDC_NET_CONFIG, {key: value})
+
+
+def test_fixed_gamma_allows_the_endpoints_and_strings_parse():
+    cfg = apply_overrides(KDC_NET_CONFIG, {"dta.learn_gamma": "false", "dta.gamma0": "1.0",
+                                           "hsa.kernels": "1,2", "krd.window": "7"})
+    assert cfg.dta.gamma0 == 1.0 and cfg.hsa.kernels == (1, 2) and cfg.krd.window == 7
+
+
+def test_config_json_round_trip():
+    cfg = get_method("kdc-net.krd-delta0.1").default_config
+    text = json.dumps(to_jsonable(cfg))
+    assert apply_overrides(KDC_NET_CONFIG, json.loads(text)) == cfg
+    assert cfg.krd.delta == 0.1
+
+
+@pytest.mark.parametrize("collection", ["tvr", "activitynet", "charades"])
+def test_preset_is_dl_dkd_pp_recipe(collection):
+    mine, ref = load_config("kdc-net", collection), load_config("dl-dkd++", collection)
+    for section in ("data", "train", "optim", "eval", "seed"):
+        assert getattr(mine, section) == getattr(ref, section), section
+    for f in dataclasses.fields(DLDKDConfig):
+        assert getattr(mine.method, f.name) == getattr(ref.method, f.name), f.name
+    assert (mine.method.hsa, mine.method.dta, mine.method.krd) == (
+        KDC_NET_CONFIG.hsa, KDC_NET_CONFIG.dta, KDC_NET_CONFIG.krd)
+
+
+# -- the registry is the matrix -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_trains_and_scores(name):
+    model = build(name)
+    batch = make_batch(4)
+    out = model.compute_loss(batch, progress(2))
+    assert all(torch.isfinite(v).all() for v in out.values()), name
+    out["loss"].backward()
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), (name, pname)
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(model.encode_queries(batch.queries), model.encode_videos(batch.videos))
+    assert scores["score"].shape == (len(batch.query_video), 5)
+    assert model.requirements(model.config) >= {"teacher"}
