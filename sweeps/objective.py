@@ -6,7 +6,8 @@ epochs (the same signal the training loop selects its checkpoint by). Outcomes:
 * completed: MLflow run FINISHED, ``trial_state=COMPLETE``;
 * pruned (the pruning hook raised ``optuna.TrialPruned`` after a validation): the run ends
   FINISHED with ``trial_state=PRUNED`` (its epochs are valid results, just cut short);
-* non-finite loss (``NonFiniteLossError`` from the loop): the trial FAILS with the reason on
+* divergence (``NonFiniteLossError`` from the loop, or ``NaNScoreError`` from the evaluator
+  when weights overflowed after the last loss check): the trial FAILS with the reason on
   both sides (trial user attr ``fail_reason``, MLflow tag ``failure_reason``), run FAILED; the
   worker's ``study.optimize`` catches it so the study goes on;
 * anything else (a bug, Ctrl-C): run FAILED (KILLED on Ctrl-C) with the reason, then it
@@ -28,7 +29,7 @@ from typing import Any, Mapping
 import optuna
 
 from benchmark import naming, tracking
-from benchmark.config import load_config
+from benchmark.config import flatten, load_config
 from benchmark.registry import get_method
 from sweeps.studies import StudySpec
 
@@ -136,8 +137,11 @@ def trial_run_name(ctx: TrialContext, variant: str, seed: int, number: int) -> s
 
 
 def non_finite_error_types() -> tuple[type[BaseException], ...]:
+    """Divergence: a non-finite loss term, or NaN scores at evaluation (weights overflowed
+    between the last loss check and validation). These fail one trial, not the study."""
+    from benchmark.ranks import NaNScoreError
     from benchmark.training.loop import NonFiniteLossError
-    return (NonFiniteLossError,)
+    return (NonFiniteLossError, NaNScoreError)
 
 
 def trial_overrides(ctx: TrialContext, values: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -180,6 +184,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
                             run_name=trial_run_name(ctx, entry.name, seed, trial.number),
                             tags=tags, parent_run_id=ctx.parent_run_id)
     trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+    run.log_params(flatten(cfg))
     trial.set_user_attr("variant", entry.name)
     trial.set_user_attr("seed", seed)
     timed = TimedTracker(run)

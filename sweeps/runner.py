@@ -95,18 +95,15 @@ def prepare_data(collection: str, data_root: str | Path | None, runs: Path, *, p
         return root, True
     log(f"data: no data root given; generating the synthetic '{profile}' profile "
         f"({scale}, seed {seed}) into {root} (once; later runs reuse it)")
-    from benchmark.generate import generate_collection
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    generate_collection(profile=profile, scale=scale, seed=seed, out=tmp)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    if Layout.resolve(root, collection).is_synthetic():   # another launcher won the race
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        if root.exists():
-            import shutil
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+    from benchmark.data.synthetic import GenerationError, generate
+
+    t0 = time.perf_counter()
+    try:
+        generate(profile, scale, seed, root)      # atomic: temp dir, then rename
+    except GenerationError:
+        if not layout.is_synthetic():             # not "another launcher won the race"
+            raise
+    log(f"data: generated in {time.perf_counter() - t0:.1f} s")
     return root, True
 
 
@@ -201,7 +198,7 @@ def worker_loop(w: WorkerArgs, lock) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = st.make_storage(
         w.storage_url, heartbeat_interval=w.heartbeat_interval, grace_period=w.grace_period,
-        failed_trial_callback=functools.partial(close_trial_run, w.ctx.tracking_uri))
+        stale_trial_callback=functools.partial(close_trial_run, w.ctx.tracking_uri))
     spec = w.ctx.spec
     study = optuna.load_study(study_name=w.ctx.study_name, storage=storage,
                               sampler=spec.make_sampler(w.sampler_seed), pruner=spec.make_pruner())

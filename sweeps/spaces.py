@@ -81,11 +81,12 @@ def krd(trial: optuna.Trial) -> dict[str, Any]:
 def dl_dkd_pp_wide(trial: optuna.Trial) -> dict[str, Any]:
     """KD decay × τ plus α₀/β₀ (soft-target partitions), learning rate and fusion weight."""
     out = kd_decay_temperature(trial)
-    out["method.alpha.start"] = trial.suggest_float("method.alpha.start", 0.5, 1.0)
-    out["method.beta.start"] = trial.suggest_float("method.beta.start", 0.5, 1.0)
+    # ref: alpha 0.8 and belta 0.8 (DL-DKD++ scripts, §6.7)
+    out["method.alpha0"] = trial.suggest_float("method.alpha0", 0.5, 1.0)
+    out["method.beta0"] = trial.suggest_float("method.beta0", 0.5, 1.0)
     out["optim.lr"] = trial.suggest_float("optim.lr", 5e-5, 1e-3, log=True)
     # inference fusion S = w·S^B + (1-w)·S^A, ref w = 0.7 (§5.4)
-    out["method.fusion_weight"] = trial.suggest_float("method.fusion_weight", 0.0, 1.0)
+    out["method.fusion_inherit"] = trial.suggest_float("method.fusion_inherit", 0.0, 1.0)
     return out
 
 

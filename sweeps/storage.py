@@ -9,6 +9,7 @@ worker. :func:`check_reachable` contacts the database before any training starts
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote
@@ -88,17 +89,20 @@ def check_reachable(url: str) -> None:
 
 
 def make_storage(url: str, *,
-                 failed_trial_callback: Callable[[optuna.study.Study, optuna.trial.FrozenTrial],
-                                                 None] | None = None,
+                 stale_trial_callback: Callable[[optuna.study.Study, optuna.trial.FrozenTrial],
+                                                None] | None = None,
                  heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  grace_period: int = GRACE_PERIOD) -> RDBStorage:
-    """An RDB storage with heartbeat. ``failed_trial_callback`` runs for each stale trial this
+    """An RDB storage with heartbeat. ``stale_trial_callback`` runs for each stale trial this
     process fails (the sweep closes the trial's MLflow run there)."""
     validate_url(url)
     try:
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url),
-                          heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                          failed_trial_callback=failed_trial_callback)
+        with warnings.catch_warnings():
+            # heartbeats are marked experimental; the kill-and-resume path relies on them knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url),
+                              heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                              heartbeat_stale_trial_callback=stale_trial_callback)
     except Exception as exc:  # noqa: BLE001
         raise StorageError(f"Optuna storage {redact(url)}: {redact(str(exc))}") from None
 

@@ -37,9 +37,10 @@ class StudySpec:
     overrides: Mapping[str, Any] = field(default_factory=dict)   # fixed, before the space's
     objective: Objective = "val/SumR"
     direction: Literal["maximize", "minimize"] = "maximize"
-    pruner: Literal["median", "halving", "none"] = "median"
+    pruner: Literal["median", "halving", "threshold", "none"] = "median"
     pruner_warmup_epochs: int = 1             # never prune before this many reports
     pruner_startup_trials: int = 2            # median pruner: trials completed before pruning
+    pruner_threshold: float | None = None     # threshold pruner: prune below this value
     sampler: Literal["tpe", "random"] = "tpe"
     grid: Callable[[], list[dict[str, Any]]] | None = None   # enqueued once at creation
     profile: str | None = None                # synthetic profile (default: the collection's)
@@ -61,6 +62,11 @@ class StudySpec:
         if self.pruner == "median":
             return optuna.pruners.MedianPruner(n_startup_trials=self.pruner_startup_trials,
                                                n_warmup_steps=self.pruner_warmup_epochs)
+        if self.pruner == "threshold":
+            if self.pruner_threshold is None:
+                raise ValueError(f"study {self.name!r}: pruner 'threshold' needs pruner_threshold")
+            bound = {"lower" if self.direction == "maximize" else "upper": self.pruner_threshold}
+            return optuna.pruners.ThresholdPruner(**bound, n_warmup_steps=self.pruner_warmup_epochs)
         if self.pruner == "halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, self.pruner_warmup_epochs))
         return optuna.pruners.NopPruner()
