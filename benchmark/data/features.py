@@ -3,9 +3,9 @@
 Both temporal resamplings of the reference are one binning rule: for a sequence of n rows and
 K output rows, boundaries ``b_k = round(k / K * n)`` for k = 0..K (round half to even) are
 clipped to ``n - 1``; output row k is ``mean(X[b_k:b_{k+1}])`` when ``b_k < b_{k+1}``, else
-``X[b_k]``. That is exactly the semantics of ``np.add.reduceat`` on the boundaries, so a whole
-set of videos, concatenated, is binned with one ``reduceat`` call and no loop over rows or
-videos.
+``X[b_k]``. A whole set of videos, concatenated, is binned at once: the bins become the rows of one
+sparse averaging matrix (weight 1/count on ``b_k..b_{k+1}-1``, or 1 on ``b_k`` for an empty
+bin) that multiplies the stacked rows; there is no loop over rows or videos.
 
 * ``uniform_feature_sampling`` (§1.3 step 1): K = max_len, NumPy float64 boundaries, applied
   only when n > max_len (otherwise the rows are kept).
@@ -19,14 +19,23 @@ n > K, because the final boundary is clipped to n - 1.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 L2_EPS = 1e-5  # ref: l2_normalize_np_array(eps=1e-5) in every reference data_provider.py
 
 
-def l2_normalize(x: np.ndarray, eps: float = L2_EPS) -> np.ndarray:
-    """Row-wise ``x / (‖x‖₂ + eps)`` (docs/methods.md §1.3). Shapes: (..., d) -> (..., d)."""
+def l2_normalize(x: np.ndarray, eps: float = L2_EPS, *, inplace: bool = False) -> np.ndarray:
+    """Row-wise ``x / (‖x‖₂ + eps)`` (docs/methods.md §1.3), optionally overwriting ``x``.
+
+    Shapes: (..., d) -> (..., d).
+    """
     x = np.asarray(x)
-    return (x / (np.linalg.norm(x, axis=-1, keepdims=True) + eps)).astype(x.dtype, copy=False)
+    squares = np.einsum("...d,...d->...", x, x, dtype=np.float64)            # (...,)
+    norms = np.sqrt(squares).astype(x.dtype)[..., None]                      # (..., 1)
+    norms += x.dtype.type(eps)                   # stays in x's dtype, as the reference's norm does
+    if inplace:
+        return np.divide(x, norms, out=x)
+    return x / norms
 
 
 def _boundaries(n: int, k: int, dtype, *, keep_short: bool) -> np.ndarray:
@@ -40,16 +49,19 @@ def _boundaries(n: int, k: int, dtype, *, keep_short: bool) -> np.ndarray:
 
 
 def bin_segments(rows: np.ndarray, lengths: np.ndarray, out_len: int | np.ndarray, *,
-                 keep_short: bool, float32_bounds: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Bin every video of a concatenated block with the §1.3 rule, in one ``reduceat``.
+                 keep_short: bool, float32_bounds: bool = False,
+                 row_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bin every video of a concatenated block with the §1.3 rule, in one sparse product.
 
     ``rows`` holds the videos' raw rows back to back (video i has ``lengths[i]`` rows). Video i
     becomes ``min(n_i, K_i)`` rows when ``keep_short`` (uniform sampling) or exactly ``K_i``
     rows otherwise (clip averaging), with ``K = out_len`` (one int, or one per video as in the
-    DL-DKD++ resampling to each video's teacher length). Means are accumulated in float64.
+    DL-DKD++ resampling to each video's teacher length). Means are accumulated in float32.
+    With ``row_index``, the j-th row of the concatenation is ``rows[row_index[j]]`` (so rows
+    read from a memmap in storage order need not be copied into frame order).
 
-    Shapes: rows (R, d), lengths (V,), out_len int or (V,) -> (binned (R', d) float32,
-    new lengths (V,) int64).
+    Shapes: rows (R, d), lengths (V,), out_len int or (V,), row_index (Σn,) or None ->
+    (binned (R', d) float32, new lengths (V,) int64).
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     if (lengths <= 0).any():
@@ -69,13 +81,20 @@ def bin_segments(rows: np.ndarray, lengths: np.ndarray, out_len: int | np.ndarra
     entry = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)    # position in own list
     starts = (np.concatenate(per_pair)[np.repeat(pair_first[inverse], sizes) + entry]
               + np.repeat(offsets, sizes))                                   # (ΣK_i + V,)
-    sums = np.add.reduceat(rows, starts, axis=0, dtype=np.float64)          # (ΣK_i + V, d)
     keep = np.ones(starts.size, bool)
     keep[np.cumsum(sizes) - 1] = False     # each video's trailing boundary only closes its last bin
-    # A kept entry's bin ends at the next boundary of the same video; an empty bin (b_k == b_{k+1})
-    # is the single row X[b_k], which reduceat already returns, so its count is 1.
-    counts = np.maximum(np.diff(starts)[keep[:-1]], 1)                      # (ΣK_i,)
-    binned = (sums[keep] / counts[:, None]).astype(np.float32)
+    first = starts[keep]                                                     # (ΣK_i,) b_k
+    # An empty bin (b_k == b_{k+1}) is the single row X[b_k]: count 1.
+    counts = np.maximum(starts[1:][keep[:-1]] - first, 1)                   # (ΣK_i,)
+    # Bin means as one sparse (ΣK_i, R) averaging matrix times the rows: a single pass over the
+    # data, much faster than reduceat/cumsum along axis 0 on wide float32 rows.
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    columns = np.repeat(first - indptr[:-1], counts) + np.arange(indptr[-1])
+    if row_index is not None:
+        columns = np.asarray(row_index, dtype=np.int64)[columns]
+    weights = np.repeat((1.0 / counts).astype(np.float32), counts)
+    averaging = sparse.csr_array((weights, columns, indptr), shape=(first.size, rows.shape[0]))
+    binned = np.asarray(averaging @ np.asarray(rows, dtype=np.float32), dtype=np.float32)
     return binned, sizes - 1
 
 

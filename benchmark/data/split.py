@@ -155,17 +155,27 @@ class _VideoStore:
             total += int(self.frame_lengths.sum()) * self.teacher_dim
         return total * FLOAT32
 
-    def _raw(self, index: np.ndarray) -> np.ndarray:
-        """Raw student rows of videos ``index``, finiteness checked. Shapes: (Σn, d_v)."""
+    def _raw(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw student rows of videos ``index``, finiteness checked.
+
+        The memmap is read once per distinct row in ascending order (sequential pages);
+        ``frame_order[j]`` is the row of ``stored`` holding the j-th frame of the concatenation.
+
+        Shapes: -> (stored (R, d_v), frame_order (Σn,)).
+        """
         rows = self.raw_rows[_segment_index(self.raw_offsets[index], self.raw_lengths[index])]
-        x = np.asarray(self.bigfile.features[rows], dtype=np.float32)
-        bad = _first_bad_row(x)
+        unique, frame_order = np.unique(rows, return_inverse=True)
+        frame_order = frame_order.reshape(-1)
+        stored = np.asarray(self.bigfile.features[unique], dtype=np.float32)
+        bad = _first_bad_row(stored)
         if bad is not None:
-            owner = int(np.searchsorted(np.cumsum(self.raw_lengths[index]), bad, side="right"))
+            position = int(np.flatnonzero(frame_order == bad)[0])
+            owner = int(np.searchsorted(np.cumsum(self.raw_lengths[index]), position, side="right"))
+            row = int(unique[bad])
             raise DataError(self.bigfile.feature_file,
-                            f"NaN or Inf in frame {self.bigfile.ids[rows[bad]]!r} (row {rows[bad]})",
+                            f"NaN or Inf in frame {self.bigfile.ids[row]!r} (row {row})",
                             key=self.video_ids[int(index[owner])])
-        return x
+        return stored, frame_order
 
     def _raw_teacher(self, index: np.ndarray) -> np.ndarray:
         """Raw teacher frames of videos ``index``, finiteness checked. Shapes: (ΣT, d_t)."""
@@ -187,18 +197,21 @@ class _VideoStore:
     def prepare(self, index: np.ndarray) -> dict[str, object]:
         """Preprocess videos ``index`` (§1.3). Returns frames and teacher as ``_Segments``,
         clips (V, C, d_v) or None."""
-        raw = self._raw(index)
+        raw, order = self._raw(index)
         lengths = self.raw_lengths[index]
         clips = None
         if self.clips:                                                     # step 2, on raw rows
             binned, _ = bin_segments(raw, lengths, self.num_clips, keep_short=False,
-                                     float32_bounds=True)
-            clips = l2_normalize(binned).reshape(len(index), self.num_clips, self.dim)
-        x = raw
+                                     float32_bounds=True, row_index=order)
+            clips = l2_normalize(binned, inplace=True).reshape(len(index), self.num_clips, self.dim)
         if self.teacher_length:                                            # step 4
-            x, lengths = bin_segments(x, lengths, self.teacher_raw_lengths[index], keep_short=True)
-        frames, frame_lengths = bin_segments(x, lengths, self.max_frames, keep_short=True)
-        out: dict[str, object] = {"frames": _Segments(l2_normalize(frames), frame_lengths),
+            raw, lengths = bin_segments(raw, lengths, self.teacher_raw_lengths[index],
+                                        keep_short=True, row_index=order)
+            order = None
+        frames, frame_lengths = bin_segments(raw, lengths, self.max_frames, keep_short=True,
+                                             row_index=order)
+        out: dict[str, object] = {"frames": _Segments(l2_normalize(frames, inplace=True),
+                                                      frame_lengths),
                                   "clips": clips, "teacher": None}
         if self.teacher is not None and self.with_teacher:
             t = self._raw_teacher(index)
@@ -280,14 +293,18 @@ class _QueryStore:
         return int(self.lengths.sum()) * self.dim * FLOAT32
 
     def prepare(self, index: np.ndarray) -> _Segments:
-        parts = []
-        for i in index.tolist():                   # one HDF5 dataset per query: I/O bound
-            tokens = self.file.read(self.cap_ids[i], max_rows=self.max_tokens)  # used rows only
-            if _first_bad_row(tokens) is not None:
-                raise DataError(self.file.path, "NaN or Inf in query token features",
-                                key=self.cap_ids[i])
-            parts.append(l2_normalize(tokens))    # §1.3 step 3: L2, then truncate (read above)
-        return _Segments(np.concatenate(parts), self.lengths[index])
+        """Normalised, truncated tokens of queries ``index`` (§1.3 step 3), NaN-checked."""
+        lengths = self.lengths[index]
+        # one HDF5 dataset per query: I/O bound; only the used (first max_tokens) rows are read
+        data = np.concatenate([self.file.read_rows(self.cap_ids[i], self.max_tokens)
+                               for i in index.tolist()])                   # (ΣL, d_q)
+        bad = _first_bad_row(data)
+        if bad is not None:
+            owner = int(np.searchsorted(np.cumsum(lengths), bad, side="right"))
+            raise DataError(self.file.path, "NaN or Inf in query token features",
+                            key=self.cap_ids[int(index[owner])])
+        # L2 per token; the truncation already happened on read
+        return _Segments(l2_normalize(data, inplace=True), lengths)
 
     def load(self, budget: int) -> bool:
         """Check every used token; keep the prepared tokens when they fit ``budget`` bytes."""

@@ -151,6 +151,15 @@ class KeyedArrays:
 class QueryTokens(KeyedArrays):
     """RoBERTa token features: cap_id -> (L, d_q); (1, L, d_q) is squeezed."""
 
+    def read_rows(self, key: str, max_rows: int) -> np.ndarray:
+        """The first ``max_rows`` token rows of a key already validated with ``shape``.
+
+        One HDF5 lookup per call (the hot path of lazy query loading). Shapes: (≤max_rows, d_q).
+        """
+        dataset = self.file[key]
+        data = dataset[0, :max_rows] if dataset.ndim == 3 else dataset[:max_rows]
+        return np.asarray(data, dtype=np.float32)
+
     def __init__(self, path: str | Path) -> None:
         super().__init__(path, ndim=2, squeeze_leading=True, what="query feature file")
 
