@@ -1,6 +1,7 @@
 """load_split and the training loader on hand-written MS-SL-layout collections."""
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +9,14 @@ import torch
 
 from benchmark.data.annotations import builtin_moments
 from benchmark.data.loaders import collate, epoch_order, steps_per_epoch, train_batches
+from benchmark.data.relevance import read_relevance, relevance_for_split
 from benchmark.data.split import load_split
+from benchmark.data.text import Captions
 from data_fixtures import (VISUAL, ref_average_to_fixed_length, ref_l2, ref_uniform_sampling,
                            write_moments_file, write_toy)
 
 ALL = frozenset({"clips", "teacher", "teacher_length"})
+ANNOTATIONS = Path("/work/shared/data/annotations")
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +277,20 @@ def test_loads_generated_tiny_collection(tiny_root):
     batch = next(train_batches(s, 4, torch.Generator().manual_seed(0)))
     assert batch.videos.frames.shape[0] == min(4, s.num_videos)
     assert batch.videos.frames.shape[2] == s.dims.video
+
+
+@pytest.mark.skipif(not ANNOTATIONS.is_dir(), reason="shared annotation files are absent")
+@pytest.mark.parametrize("collection,gt,listed", [
+    ("tvr", "tvr/tvrdenseval_v.gt.jsonl", 8097),
+    ("activitynet", "activitynet/activitynetdenseval.gt.jsonl", 15753),
+    ("charades", "charades/charadesdenseval.gt.jsonl", 3720)])
+def test_real_dense_labels_attach_to_the_real_test_queries(collection, gt, listed):
+    cap_ids = builtin_moments(collection).cap_ids
+    video_ids, query_video = Captions(None, cap_ids, [""] * len(cap_ids)).video_order()
+    relevance = relevance_for_split(ANNOTATIONS / gt, cap_ids, video_ids, query_video)
+    labels = read_relevance(ANNOTATIONS / gt)
+    assert len(labels) == listed and len(relevance) == len(cap_ids)
+    for i in np.random.default_rng(0).choice(len(cap_ids), 200, replace=False):
+        expected = labels.get(cap_ids[i], [video_ids[query_video[i]]])
+        assert [video_ids[v] for v in relevance[i]] == list(dict.fromkeys(expected))
+        assert query_video[i] in relevance[i]
