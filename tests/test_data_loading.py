@@ -228,12 +228,16 @@ def test_loader_query_video_labels_point_at_own_video(toy):
         assert np.all(np.diff(s.caption_counts[videos]) <= 0)               # descending captions
 
 
-def test_loader_sort_is_stable(toy):
+@pytest.mark.parametrize("sort_by", ["captions", "frames"])
+def test_loader_sort_is_stable(tmp_path, sort_by):
+    # 60 videos with many ties: an unstable sort (introsort above 16 items) would reorder them
+    rng = np.random.default_rng(0)
+    videos = {f"v{i:02d}": (int(rng.integers(1, 4)), int(rng.integers(1, 3))) for i in range(60)}
+    toy = write_toy(tmp_path / "r", splits={"train": videos}, d_q=2, d_v=2, teacher=False)
     s = load(toy)
-    generator = torch.Generator().manual_seed(0)
-    permutation = torch.randperm(s.num_videos, generator=torch.Generator().manual_seed(0)).numpy()
-    (batch,) = epoch_order(s, 5, generator, "captions")
-    key = s.caption_counts
+    permutation = torch.randperm(60, generator=torch.Generator().manual_seed(4)).numpy()
+    (batch,) = epoch_order(s, 60, torch.Generator().manual_seed(4), sort_by)
+    key = s.caption_counts if sort_by == "captions" else s.frame_counts
     expected = sorted(permutation.tolist(), key=lambda v: key[v], reverse=True)  # Python stable sort
     assert batch.tolist() == expected
 

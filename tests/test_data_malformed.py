@@ -301,3 +301,8 @@ def test_relevance_unknown_video(toy, tmp_path):
 def test_relevance_without_own_video(toy, tmp_path):
     path = _relevance(tmp_path, [("vidH#enc#0", ["vidI"])])
     fails(toy, path, "vidH#enc#0", "own video", split="test", relevance=path)
+
+
+def test_query_file_is_not_hdf5(toy):
+    toy.roberta.write_bytes(b"not an hdf5 file at all")
+    fails(toy, toy.roberta, "HDF5")
