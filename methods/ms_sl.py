@@ -47,7 +47,7 @@ class MSSLConfig(MethodConfig):
     input_dropout: float = 0.1              # ref: config.py input_drop
     dropout: float = 0.1                    # ref: config.py drop
     margin: float = 0.2                     # ref: config.py margin 0.2 (do_tvr.sh: 0.1, TVR preset)
-    hard_negative_start_epoch: int = 20     # ref: config.py hard_negative_start_epoch
+    hard_negative_start_epoch: int = 20     # ref: config.py hard_negative_start_epoch; -1 = never
     hard_pool: int = 20                     # ref: config.py hard_pool_size
     clip_nce_weight: float = 0.02           # ref: model.py forward, hard-coded 0.02
     frame_nce_weight: float = 0.04          # ref: model.py forward, hard-coded 0.04 (0.03 before e019d4a)
@@ -68,6 +68,9 @@ class MSSLConfig(MethodConfig):
         for name in ("input_dropout", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"MSSLConfig: {name} must be in [0, 1), got {getattr(self, name)}")
+        if self.hard_negative_start_epoch < -1:
+            raise ValueError("MSSLConfig: hard_negative_start_epoch must be >= 0, or -1 for never, "
+                             f"got {self.hard_negative_start_epoch}")
         if self.hard_pool < 1:
             raise ValueError(f"MSSLConfig: hard_pool must be >= 1, got {self.hard_pool}")
         for name in ("margin", "clip_nce_weight", "frame_nce_weight", "clip_triplet_weight",
@@ -244,7 +247,8 @@ class MSSL(PRVRMethod):
         """L = w_ct L_trip^clip + 0.02 L_nce^clip + w_ft L_trip^frame + 0.04 L_nce^frame (§4.4).
         The logged ``loss_*`` terms are unweighted."""
         c = self.config
-        hard = progress.epoch >= c.hard_negative_start_epoch           # ref: set_hard_negative
+        # ref: train.py train_epoch: -1 disables, else hard from that (0-based) epoch on
+        hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
         y = batch.query_video
         s = self.training_scores(batch)
         trip = dict(margin=c.margin, hard=hard, hard_pool=c.hard_pool)

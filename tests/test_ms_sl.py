@@ -279,3 +279,41 @@ def test_training_steps_every_variant(name):
         opt.step()
     if name == "ms-sl":
         assert all(p.grad is not None for p in net.parameters())
+
+
+def test_bench_naive_reference_style_loss_equals_ours_in_hard_phase():
+    """The benchmark's reference-style comparator computes the same loss (hard phase, top-1
+    v2t: both draw the same t2v and frame-triplet randints from the global generator)."""
+    from benchmark.benches.ms_sl import _naive_class
+    naive_cls = _naive_class()
+    ours, naive = model().eval(), naive_cls(SMALL, DIMS).eval()
+    naive.load_state_dict(ours.state_dict())
+    batch = make_batch()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        a = ours.compute_loss(batch, progress(25))["loss"]
+        torch.manual_seed(3)
+        b = naive.compute_loss(batch, progress(25))["loss"]
+    assert a.item() == pytest.approx(b.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("collection, margin, weights", [("tvr", 0.1, (0.7, 0.3)),
+                                                         ("activitynet", 0.2, (0.7, 0.3)),
+                                                         ("charades", 0.2, (0.5, 0.5))])
+def test_presets_carry_the_reference_recipe(tmp_path, collection, margin, weights):
+    from benchmark.config import load_config
+    cfg = load_config("ms-sl", collection, data_root=str(tmp_path))
+    assert cfg.method.margin == margin
+    assert (cfg.method.clip_weight, cfg.method.frame_weight) == weights
+    assert (cfg.seed, cfg.train.epochs, cfg.train.batch_size, cfg.optim.lr) == (2018, 100, 128, 2.5e-4)
+    assert cfg.method.hard_negative_start_epoch == 20
+    fixed = load_config("ms-sl.all-fixes", collection, data_root=str(tmp_path))
+    assert fixed.method.margin == margin and fixed.method.frame_nce_diagonal_once
+
+
+def test_hard_phase_minus_one_never_starts():
+    net = model(replace(SMALL, hard_negative_start_epoch=-1)).eval()
+    with torch.no_grad():
+        assert net.compute_loss(make_batch(), progress(50))["hard_negatives"].item() == 0.0
+    with pytest.raises(ValueError, match="hard_negative_start_epoch"):
+        MSSLConfig(hard_negative_start_epoch=-2)
