@@ -1,0 +1,174 @@
+"""Seaborn figures of a report, each saved as PNG and PDF (headless: the Agg backend).
+
+* :func:`mv_figure`: R@1, R@5, R@10, R@100 and SumR per M/V bin, one panel per metric, one
+  bar colour per configuration; bins in edge order, each tick labelled with its query count;
+  the legend outside on the right.
+* :func:`sensitivity_curve`: a metric against one swept knob (e.g. the KRD window size w),
+  mean ± std over the runs at each value.
+* :func:`sensitivity_heatmap`: mean metric over a grid of two knobs (δ × λ, KD decay ×
+  temperature); continuous knobs are cut into a few bins (log-spaced for knobs spanning more
+  than a decade), each cell annotated with its run count.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from reports.mv import MV_METRICS  # noqa: E402
+from reports.stats import short_param  # noqa: E402
+
+METRIC_LABELS = {"R1": "R@1 (%)", "R5": "R@5 (%)", "R10": "R@10 (%)", "R100": "R@100 (%)",
+                 "SumR": "SumR", "val/SumR": "validation SumR", "test/SumR": "test SumR"}
+FORMATS = ("png", "pdf")
+DPI = 150
+
+
+def save(fig, stem: Path) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf``; close the figure; return the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in FORMATS:
+        path = stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _wrap(label: str, width: int = 38) -> str:
+    """Break long configuration labels at ', ' so a legend stays narrow."""
+    if len(label) <= width:
+        return label
+    parts, line, out = label.split(", "), "", []
+    for p in parts:
+        candidate = f"{line}, {p}" if line else p
+        if len(candidate) > width and line:
+            out.append(line + ",")
+            line = p
+        else:
+            line = candidate
+    out.append(line)
+    return "\n".join(out)
+
+
+def mv_figure(mv: pd.DataFrame, collection: str, stem: Path, title: str,
+              display: Callable[[str, str], str] = lambda row, method: row,
+              metrics: Sequence[str] = MV_METRICS) -> list[Path]:
+    """Bars of each metric per M/V bin and configuration for one collection."""
+    sub = mv[mv["collection"] == collection].copy()
+    if sub.empty:
+        raise ValueError(f"no M/V rows for collection {collection!r}")
+    bins = sub.drop_duplicates("bin_index").sort_values("bin_index")
+    ticks = [f"{b}\n(n={int(n)})" for b, n in zip(bins["bin"], bins["n_queries"])]
+    sub["label"] = [_wrap(display(r, m)) for r, m in zip(sub["row"], sub["method"])]
+    hue_order = list(dict.fromkeys(sub["label"]))
+    palette = sns.color_palette("colorblind", n_colors=max(len(hue_order), 3))
+    width = max(3.2, 0.55 * len(ticks) + 0.25 * len(hue_order))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics), 3.8),
+                             squeeze=False, layout="constrained")
+    for ax, m in zip(axes[0], metrics):
+        sns.barplot(data=sub, x="bin", y=m, hue="label", order=list(bins["bin"]),
+                    hue_order=hue_order, palette=palette[:len(hue_order)], ax=ax,
+                    errorbar=None, legend=ax is axes[0][0])
+        ax.set_xticks(range(len(ticks)))
+        ax.set_xticklabels(ticks, fontsize=8)
+        ax.set_xlabel("M/V bin (moment / video length)", fontsize=9)
+        ax.set_ylabel(METRIC_LABELS.get(m, m), fontsize=9)
+        ax.set_title(METRIC_LABELS.get(m, m).replace(" (%)", ""), fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    first = axes[0][0]
+    handles, labels = first.get_legend_handles_labels()
+    if first.get_legend() is not None:
+        first.get_legend().remove()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False, title="method", title_fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return save(fig, stem)
+
+
+# --------------------------------------------------------------------------- sensitivity
+def discretise(values: pd.Series, max_levels: int = 6, n_bins: int = 4) -> pd.Series:
+    """Ordered categorical levels of a knob: its values when few, else ``n_bins`` bins."""
+    values = values.copy()
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() != values.notna().sum():          # categorical knob
+        cats = sorted(values.dropna().astype(str).unique())
+        return pd.Categorical(values.astype(str), categories=cats, ordered=True)
+    uniq = np.sort(numeric.dropna().unique())
+    if len(uniq) <= max_levels:
+        labels = [f"{v:.3g}" for v in uniq]
+        return pd.Categorical(numeric.map(lambda v: f"{v:.3g}" if pd.notna(v) else None),
+                              categories=labels, ordered=True)
+    lo, hi = float(uniq[0]), float(uniq[-1])
+    if lo > 0 and hi / lo > 10:
+        edges = np.geomspace(lo, hi, n_bins + 1)
+    else:
+        edges = np.linspace(lo, hi, n_bins + 1)
+    labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
+    return pd.cut(numeric, bins=edges, labels=labels, include_lowest=True, ordered=True)
+
+
+def sensitivity_curve(frame: pd.DataFrame, param: str, stem: Path, title: str,
+                      y: str = "val/SumR") -> list[Path]:
+    """``y`` against knob column ``param`` (``param.<key>``): points with mean ± std bars."""
+    data = frame[[param, y]].dropna()
+    if data.empty:
+        raise ValueError(f"no runs with both {param!r} and {y!r}")
+    data = data.assign(level=discretise(data[param]))
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+    stats = data.groupby("level", observed=True)[y].agg(["mean", "std", "count"]).reset_index()
+    xs = np.arange(len(stats))
+    ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
+                color=sns.color_palette("colorblind")[0])
+    position = {level: x for x, level in zip(xs, stats["level"])}
+    ax.scatter(data["level"].map(position).astype(float), data[y], s=12, alpha=0.35,
+               color="black")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{lv}\n(n={int(n)})" for lv, n in zip(stats["level"], stats["count"])],
+                       fontsize=8)
+    ax.set_xlabel(short_param(param[len("param."):] if param.startswith("param.") else param),
+                  fontsize=9)
+    ax.set_ylabel(METRIC_LABELS.get(y, y), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return save(fig, stem)
+
+
+def sensitivity_heatmap(frame: pd.DataFrame, px: str, py: str, stem: Path, title: str,
+                        value: str = "val/SumR") -> list[Path]:
+    """Mean ``value`` over (``px`` level, ``py`` level) cells, annotated ``mean (n)``."""
+    data = frame[[px, py, value]].dropna()
+    if data.empty:
+        raise ValueError(f"no runs with {px!r}, {py!r} and {value!r}")
+    data = data.assign(x=discretise(data[px]), y=discretise(data[py]))
+    grid = data.pivot_table(index="y", columns="x", values=value, aggfunc="mean", observed=False)
+    count = data.pivot_table(index="y", columns="x", values=value, aggfunc="count",
+                             observed=False).reindex_like(grid)
+    annot = np.vectorize(lambda m, n: "" if not (isinstance(n, (int, float)) and n > 0)
+                         or math.isnan(m) else f"{m:.1f}\n(n={int(n)})")(grid.to_numpy(),
+                                                                        count.fillna(0).to_numpy())
+    fig, ax = plt.subplots(figsize=(1.3 * grid.shape[1] + 2.6, 0.9 * grid.shape[0] + 1.8),
+                           layout="constrained")
+    sns.heatmap(grid, annot=annot, fmt="", cmap="viridis", ax=ax, annot_kws={"fontsize": 8},
+                cbar_kws={"label": METRIC_LABELS.get(value, value)}, linewidths=0.5,
+                linecolor="white")
+    ax.set_xlabel(short_param(px[len("param."):]), fontsize=9)
+    ax.set_ylabel(short_param(py[len("param."):]), fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10)
+    return save(fig, stem)
