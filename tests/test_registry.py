@@ -1,0 +1,142 @@
+"""The registry is the test matrix (docs/style.md §5): every registered method and variant gets
+shape, finiteness, gradient, separability, determinism and config round-trip checks, so a method
+registered later is tested the moment it lands. Inputs are small random batches built directly.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
+from benchmark.interface import KNOWN_REQUIREMENTS, Encoding, FeatureDims, Progress
+from benchmark.overrides import apply_overrides, to_jsonable
+from benchmark.registry import get_method, list_methods
+
+torch.set_num_threads(1)
+
+NAMES = [entry.name for entry in list_methods()]
+BASES = [entry.name for entry in list_methods() if not entry.is_variant]
+VARIANTS = [entry.name for entry in list_methods() if entry.is_variant]
+DIMS = FeatureDims(query=12, video=10, teacher=8)
+NUM_EPOCHS, STEPS = 40, 5
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / (x.norm(dim=-1, keepdim=True) + 1e-5)
+
+
+def make_batch(requires: frozenset[str], *, captions=(3, 1, 2, 2), frames=(9, 4, 7, 1),
+               tokens=(5, 3, 7, 2, 4, 6, 1, 5), seed: int = 0) -> TrainBatch:
+    """A video-centric batch: padded, masked, queries of a video contiguous (docs/methods.md §1.4).
+
+    Shapes: B = len(frames) videos, Nq = sum(captions) queries, T = max(frames), L = max(tokens).
+    """
+    g = torch.Generator().manual_seed(seed)
+    nq, b = sum(captions), len(frames)
+    t, l = max(frames), max(tokens[:nq])
+    frame_mask = (torch.arange(t)[None, :] < torch.tensor(frames)[:, None]).float()       # (B, T)
+    token_mask = (torch.arange(l)[None, :] < torch.tensor(tokens[:nq])[:, None]).float()  # (Nq, L)
+    video_frames = _unit(torch.randn(b, t, DIMS.video, generator=g)) * frame_mask[..., None]
+    query_tokens = _unit(torch.randn(nq, l, DIMS.query, generator=g)) * token_mask[..., None]
+    teacher = "teacher" in requires
+    videos = VideoBatch(
+        frames=video_frames, frame_mask=frame_mask,
+        clips=(_unit(torch.randn(b, DIMS.num_clips, DIMS.video, generator=g))
+               if "clips" in requires else None),
+        teacher_frames=(torch.randn(b, t, DIMS.teacher, generator=g) * frame_mask[..., None]
+                        if teacher else None))
+    queries = QueryBatch(tokens=query_tokens, mask=token_mask,
+                         teacher=torch.randn(nq, DIMS.teacher, generator=g) if teacher else None)
+    query_video = torch.repeat_interleave(torch.arange(b), torch.tensor(captions))           # (Nq,)
+    return TrainBatch(queries=queries, videos=videos, query_video=query_video)
+
+
+def build(name: str):
+    entry = get_method(name)
+    torch.manual_seed(0)
+    method = entry.cls(entry.default_config, DIMS)
+    requires = frozenset(entry.cls.requirements(entry.default_config))
+    return entry, method, requires
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registration_is_well_formed(name):
+    entry = get_method(name)
+    assert entry.base == name.split(".")[0]
+    assert entry.summary.strip()
+    assert isinstance(entry.default_config, entry.cls.config_cls)
+    assert entry.cls.requirements(entry.default_config) <= KNOWN_REQUIREMENTS
+    assert entry.cls.batch_sort in ("frames", "captions")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_json_round_trip(name):
+    entry = get_method(name)
+    data = json.loads(json.dumps(to_jsonable(entry.default_config)))
+    fresh = get_method(entry.base).default_config
+    assert apply_overrides(fresh, data) == entry.default_config
+
+
+def check_encode_and_score(method, batch) -> None:
+    """Shapes, finiteness, separability (architecture §3) and eval-mode determinism of score."""
+    method.eval()
+    with torch.no_grad():
+        q = method.encode_queries(batch.queries)
+        v = method.encode_videos(batch.videos)
+        assert isinstance(q, Encoding) and isinstance(v, Encoding)
+        nq, b = len(batch.queries), len(batch.videos)
+        assert len(q) == nq and len(v) == b
+        scores = method.score(q, v)
+        assert "score" in scores
+        for key, value in scores.items():
+            assert value.shape == (nq, b), key
+            assert torch.isfinite(value).all(), key
+        part = method.score(q.take(slice(1, 4)), v.take(slice(2, 4)))
+        for key, value in scores.items():
+            torch.testing.assert_close(part[key], value[1:4, 2:4], msg=key)
+        again = method.score(method.encode_queries(batch.queries), method.encode_videos(batch.videos))
+        for key, value in scores.items():
+            assert torch.equal(again[key], value), key
+
+
+def check_loss(method, batch, epoch: int) -> set[str]:
+    """compute_loss at ``epoch``: a finite scalar "loss", finite terms and gradients.
+    Returns the names of trainable parameters that received no gradient."""
+    method.train()
+    method.zero_grad(set_to_none=True)
+    progress = Progress(epoch=epoch, num_epochs=NUM_EPOCHS, step=epoch * STEPS, steps_per_epoch=STEPS)
+    out = method.compute_loss(batch, progress)
+    assert "loss" in out and out["loss"].dim() == 0 and out["loss"].requires_grad
+    for key, value in out.items():
+        assert torch.isfinite(torch.as_tensor(value)).all(), (epoch, key)
+    out["loss"].backward()
+    for n, p in method.named_parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), (epoch, n)
+    return {n for n, p in method.named_parameters() if p.requires_grad and p.grad is None}
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_base_method_contract(name):
+    """Base methods: every trainable parameter gets a gradient, early and late in training."""
+    entry, method, requires = build(name)
+    batch = make_batch(requires, seed=1)
+    check_encode_and_score(method, batch)
+    for epoch in (0, NUM_EPOCHS - 1):
+        missing = check_loss(method, batch, epoch)
+        assert not missing, f"{name} epoch {epoch}: no gradient reaches {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_contract(name):
+    """Variants: same checks; a variant that switches a branch off may leave that branch's
+    parameters without gradient, but the loss must still reach some parameter."""
+    entry, method, requires = build(name)
+    batch = make_batch(requires, seed=1)
+    check_encode_and_score(method, batch)
+    trainable = {n for n, p in method.named_parameters() if p.requires_grad}
+    for epoch in (0, NUM_EPOCHS - 1):
+        missing = check_loss(method, batch, epoch)
+        assert missing != trainable, f"{name} epoch {epoch}: the loss reaches no parameter"
