@@ -257,3 +257,17 @@ def test_every_variant_trains_and_scores(name):
         scores = model.score(model.encode_queries(batch.queries), model.encode_videos(batch.videos))
     assert scores["score"].shape == (len(batch.query_video), 5)
     assert model.requirements(model.config) >= {"teacher"}
+
+
+def test_weight_decay_split_of_the_new_parameters_is_as_the_card_says():
+    from benchmark.training.optim import no_decay_names
+
+    model = build("kdc-net")
+    skip = no_decay_names(model)
+    new = {n for n, _ in model.named_parameters() if ".hsa." in n or any(
+        part in n for part in ("rel_bias", "centre_", "width_", "gamma_logit"))}
+    no_decay = {n for n in new if n in skip}
+    assert no_decay == {n for n in new if n.endswith(("rel_bias", "centre_bias", "width_bias"))
+                        or (".hsa.convs." in n and n.endswith(".bias"))
+                        or (".hsa.gate." in n and n.endswith(".bias"))}
+    assert "branches.inherit.video.encoder.gamma_logit" in new - skip
