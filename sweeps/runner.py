@@ -283,6 +283,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     when a worker died (rerun the same call to resume).
     """
     t0 = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # the launcher says it in its own words
     runs = stores.runs_dir(runs_dir)
     storage_url = stores.optuna_url(storage_url, runs)
     tracking_uri = stores.mlflow_uri(tracking_uri, runs)
@@ -311,6 +312,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     study_name = study_name_for(spec, collection, synthetic)
     storage = st.make_storage(storage_url, heartbeat_interval=heartbeat_interval,
                               grace_period=grace_period)
+    existed = study_name in {s.study_name for s in storage.get_all_studies()}
     study = st.create_or_load_study(storage, study_name, direction=spec.direction,
                                     pruner=spec.make_pruner())
     existing = study.get_trials(deepcopy=False)
@@ -345,7 +347,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
                            "study.objective": spec.objective, "study.direction": spec.direction})
         parent.log_text(json.dumps(_spec_json(spec, collection=collection, data_root=str(root),
                                               study=study_name), indent=2), "study_spec.json")
-    action = "resuming" if existing else "created"
+    action = "resuming" if existed else "created"
     log(f"study: {action} '{study_name}' ({done}/{target} trials finished) in "
         f"{stores.redact(storage_url)}; MLflow parent run {parent.run_id} in experiment "
         f"'{experiment}' at {stores.redact(tracking_uri)}")

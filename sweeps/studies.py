@@ -30,7 +30,7 @@ class StudySpec:
     space: Callable[[optuna.Trial], dict[str, Any]]
     summary: str
     n_trials: int = 20
-    workers: int = 1                          # default worker processes
+    workers: int = 1                          # default worker processes (0: in-process)
     epochs: int | None = None                 # train.epochs override (None: the preset's)
     seed: int = 0                             # study seed: trial seed = seed + trial number
     seed_per_trial: bool = True               # False: every trial uses the study seed
@@ -49,8 +49,8 @@ class StudySpec:
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise ValueError(f"study {self.name!r}: n_trials must be >= 1")
-        if self.workers < 1:
-            raise ValueError(f"study {self.name!r}: workers must be >= 1")
+        if self.workers < 0:
+            raise ValueError(f"study {self.name!r}: workers must be >= 0 (0: in-process)")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"study {self.name!r}: epochs must be >= 1")
 
@@ -146,3 +146,11 @@ register_study(StudySpec(
     summary="each method and its main variants at their defaults, over 3 seeds (grid)",
     n_trials=len(spaces.COMPARISON_METHODS) * len(spaces.COMPARISON_SEEDS), workers=2,
     pruner="none", sampler="random", grid=comparison_grid))
+
+# Used by benchmark/benches/sweeps.py to measure the sweep overhead per trial (keep in sync).
+register_study(StudySpec(
+    name="bench-overhead",
+    method="mean-pool",
+    space=spaces.lr,
+    summary="benchmark only: 3 short mean-pool trials to measure the sweep overhead per trial",
+    n_trials=3, workers=0, epochs=2, pruner="none", sampler="random"))

@@ -1,0 +1,82 @@
+"""Sweep overhead per trial: what the sweep machinery adds to the training it runs.
+
+Runs the registered ``bench-overhead`` study (3 trials of ``mean-pool`` on ``data_root/tvr``,
+2 epochs each, one process, fresh SQLite stores) through its real CLI, ``python -m sweeps.run``
+(benchmark/ may not import sweeps/, docs/architecture.md §1), then reads the trial runs back
+through ``benchmark.tracking``. Per trial the objective records (sweeps/objective.py):
+
+* ``time/setup_seconds``: space, config resolution, MLflow run creation, params and tags;
+* ``time/tracking_seconds``: time inside tracker calls during training (per-epoch metrics,
+  artifacts);
+* ``time/trial_seconds``: the whole objective;
+
+and the gap between one trial's MLflow run end and the next one's start is Optuna's ask/tell,
+heartbeat and budget check plus the run's close. ``overhead_share`` =
+Σ(setup + tracking + gap) / Σ(trial + gap); target < 0.05. The naive baseline is the same
+config trained by ``run_experiment`` with no tracker and no Optuna, measured in this run:
+``tracked_trial_vs_untracked_ratio``. Never asserted anywhere.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmark import tracking
+from benchmark.config import load_config
+from benchmark.experiment import run_experiment
+
+STUDY = "bench-overhead"          # registered in sweeps/studies.py (keep epochs in sync)
+EPOCHS = 2
+
+
+def _untracked_seconds(data_root: pathlib.Path, device: str, runs: pathlib.Path) -> float:
+    cfg = load_config("mean-pool", "tvr", data_root=data_root,
+                      trial_overrides={"train.epochs": EPOCHS, "device": device,
+                                       "tracking.runs_dir": str(runs)})
+    started = time.perf_counter()
+    run_experiment(cfg, None)
+    return time.perf_counter() - started
+
+
+def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
+    with tempfile.TemporaryDirectory(prefix="bench-sweeps-") as tmp:
+        runs = pathlib.Path(tmp) / "runs"
+        uri = f"sqlite:///{runs / 'mlflow.db'}"
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "sweeps.run", "--study", STUDY, "--collection",
+                        "tvr", "--data-root", str(data_root), "--runs-dir", str(runs),
+                        "--tracking-uri", uri, "--workers", "0"],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        sweep_wall = time.perf_counter() - started
+        trials = [r for r in tracking.search_runs(uri, ["tvr-synthetic"], "tags.trial_state = 'COMPLETE'")]
+        trials.sort(key=lambda r: int(r["tags"]["trial"]))
+        if not trials:
+            raise RuntimeError(f"the {STUDY} sweep finished no trial")
+        gaps = [max(0.0, (b["start_time"] - a["end_time"]) / 1000.0)
+                for a, b in zip(trials, trials[1:])]
+        mean_gap = sum(gaps) / len(gaps) if gaps else 0.0
+        m = [r["metrics"] for r in trials]
+        trial_s = sum(x["time/trial_seconds"] for x in m) / len(m)
+        setup_s = sum(x["time/setup_seconds"] for x in m) / len(m)
+        track_s = sum(x["time/tracking_seconds"] for x in m) / len(m)
+        overhead = setup_s + track_s + mean_gap
+        untracked = _untracked_seconds(data_root, device, runs)
+    return {
+        "trials": float(len(trials)),
+        "epochs_per_trial": float(EPOCHS),
+        "trial_seconds_mean": round(trial_s, 3),
+        "setup_seconds_mean": round(setup_s, 3),
+        "tracking_seconds_mean": round(track_s, 3),
+        "between_trials_seconds_mean": round(mean_gap, 3),
+        "overhead_seconds_per_trial": round(overhead, 3),
+        "overhead_share": round(overhead / (trial_s + mean_gap), 4),
+        "overhead_target": "< 0.05",
+        "untracked_run_seconds": round(untracked, 3),
+        "tracked_trial_vs_untracked_ratio": round((trial_s + mean_gap) / untracked, 3),
+        "sweep_wall_seconds": round(sweep_wall, 2),
+    }
