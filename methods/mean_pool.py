@@ -58,7 +58,7 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
     Shapes: x (N, T, d); mask (N, T) float 1/0 -> (N, d). An all-padding row gives zeros.
     """
-    total = (x * mask.unsqueeze(-1)).sum(1)                     # (N, d)
+    total = torch.bmm(mask.unsqueeze(1).to(x.dtype), x).squeeze(1)   # (N, d) no (N, T, d) product
     count = mask.sum(1, keepdim=True).clamp_min(1.0)            # (N, 1)
     return total / count
 

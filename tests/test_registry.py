@@ -140,3 +140,16 @@ def test_variant_contract(name):
     for epoch in (0, NUM_EPOCHS - 1):
         missing = check_loss(method, batch, epoch)
         assert missing != trainable, f"{name} epoch {epoch}: the loss reaches no parameter"
+
+
+def test_mean_pool_masked_mean_matches_loop():
+    from methods.mean_pool import masked_mean
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 6, 5, generator=g)
+    lengths = [6, 1, 3, 0]
+    mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).float()
+    got = masked_mean(x, mask)
+    for i, n in enumerate(lengths):                       # loop oracle
+        want = x[i, :n].mean(0) if n else torch.zeros(5)
+        torch.testing.assert_close(got[i], want)
