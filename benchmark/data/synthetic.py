@@ -49,8 +49,7 @@ import numpy as np
 from scipy import sparse
 
 from benchmark.data.layout import SPLITS, Layout
-from benchmark.data.profiles import (DURATION_LEVELS, MV_EDGES_5, PROFILES, Profile,
-                                     get_profile, split_videos)
+from benchmark.data.profiles import DURATION_LEVELS, PROFILES, Profile, get_profile, split_videos
 
 #: Bumped whenever the same (profile, scale, seed) would produce different bytes.
 GENERATOR_VERSION = "1"
@@ -58,6 +57,9 @@ GENERATOR_VERSION = "1"
 #: Rows per chunk when streaming frames (student + teacher) and queries to disk.
 FRAME_CHUNK = 16384
 QUERY_CHUNK = 2048
+#: Extra RoBERTa tokens per word (subword splits); a query has words + 2 + Binomial(words, rate)
+#: tokens, the 2 being <s> and </s>. Part of the plan, so not a SignalConfig knob.
+SUBWORD_RATE = 0.12
 
 # Random-stream identifiers (default_rng([seed, profile, split, stream, ...])).
 _STREAM_IDS, _STREAM_DURATION, _STREAM_QPV, _STREAM_MV, _STREAM_WORDS = 0, 1, 2, 3, 4
@@ -79,11 +81,11 @@ class SignalConfig:
     prototypes: int = 48              # shared event prototypes (hard negatives across videos)
     prototype_weight: float = 0.55    # share of a prototype in an event latent
     shared_event_prob: float = 0.2    # a query borrows half its event from the previous query
-    background_weight: float = 1.0    # w_bg
+    background_weight: float = 1.3    # w_bg: a strong shared background dilutes short moments
     distractors_per_video: int = 2
-    distractor_weight: float = 0.6    # w_d
+    distractor_weight: float = 0.8    # w_d
     distractor_span: tuple[float, float] = (0.05, 0.15)  # share of the video's frames
-    frame_noise: float = 0.25         # σ_f, on the latent (the part every view shares)
+    frame_noise: float = 0.5          # σ_f, on the latent (the part every view shares)
     mlp_hidden: int = 256
     mlp_gain: float = 1.2             # std of W1 entries: tanh moderately saturated
     student_video_noise: float = 0.5  # σ_x per feature dim
@@ -92,8 +94,7 @@ class SignalConfig:
     content_token_share: float = 0.45
     context_weight: float = 0.3       # w_ctx: RoBERTa tokens are contextual
     filler_words: int = 40
-    subword_rate: float = 0.12        # extra RoBERTa tokens per word
-    teacher_text_noise: float = 1.2   # σ_tq: most of the teacher's error is on the text side
+    teacher_text_noise: float = 0.9   # σ_tq: most of the teacher's error is on the text side
     teacher_frame_noise: float = 0.4  # σ_tv
     teacher_text_scale: float = 8.0   # raw CLIP norms are O(10); stored unnormalised
     teacher_frame_scale: float = 10.0
@@ -303,7 +304,7 @@ def plan_split(profile: Profile, split: str, video_ids: list[str], seed: int) ->
     frame_end = np.clip(np.ceil(ts[:, 1] / dur_q * nf_q), frame_start + 1, nf_q).astype(np.int64)
     rng = _rng(seed, profile, si, _STREAM_WORDS)
     words = quota_sample(profile.words, nq, rng)
-    tokens = words + 2 + rng.binomial(words, SignalConfig.subword_rate)   # <s> words </s>
+    tokens = words + 2 + rng.binomial(words, SUBWORD_RATE)   # <s> words </s>
     return SplitPlan(split, video_ids, durations, num_frames, cap_ids, query_video, ts, mv,
                      frame_start, frame_end, words, tokens)
 
