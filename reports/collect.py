@@ -132,6 +132,11 @@ def _quote(value: str) -> str:
 def select_runs(sel: Selection) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[str]]:
     """(parent, kept runs, notes) for ``sel`` (rules in the module docstring)."""
     notes: list[str] = []
+    db = tracking.sqlite_path(sel.tracking_uri)
+    if db is not None and not db.exists():
+        raise SelectionError(f"no MLflow store at {db} (tracking URI "
+                             f"{stores.redact(sel.tracking_uri)}); run a sweep first "
+                             "(nox -s sweep-tvr) or pass --tracking-uri")
     exps = list(sel.experiments) if sel.experiments else None
     parent = None
     if sel.study is not None or not sel.has_filters:

@@ -76,26 +76,42 @@ def mv_figure(mv: pd.DataFrame, collection: str, stem: Path, title: str,
     sub["label"] = [_wrap(display(r, m)) for r, m in zip(sub["row"], sub["method"])]
     hue_order = list(dict.fromkeys(sub["label"]))
     palette = sns.color_palette("colorblind", n_colors=max(len(hue_order), 3))
-    width = max(3.2, 0.55 * len(ticks) + 0.25 * len(hue_order))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics), 3.8),
+    # 2 x 3 panels: R@1 R@5 R@10 / R@100 SumR legend (the legend in the right-hand slot)
+    ncols = 3
+    nrows = math.ceil((len(metrics) + 1) / ncols)
+    width = max(3.6, 0.5 * len(ticks) + 0.07 * len(ticks) * len(hue_order))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.3 * nrows + 0.6),
                              squeeze=False, layout="constrained")
-    for ax, m in zip(axes[0], metrics):
-        sns.barplot(data=sub, x="bin", y=m, hue="label", order=list(bins["bin"]),
-                    hue_order=hue_order, palette=palette[:len(hue_order)], ax=ax,
-                    errorbar=None, legend=ax is axes[0][0])
+    flat = list(axes.flat)
+    for i, (ax, m) in enumerate(zip(flat, metrics)):
+        # grouped bars drawn directly (seaborn's barplot re-aggregates every panel: slow)
+        pivot = (sub.pivot_table(index="bin_index", columns="label", values=m, aggfunc="mean",
+                                 dropna=False)
+                 .reindex(index=list(bins["bin_index"]), columns=hue_order))   # (bins, hues)
+        step = 0.8 / len(hue_order)
+        for j, label in enumerate(hue_order):
+            xs = np.arange(len(ticks)) - 0.4 + step * (j + 0.5)
+            ax.bar(xs, pivot[label].to_numpy(dtype=float), width=step, color=palette[j],
+                   label=label if i == 0 else None, edgecolor="white", linewidth=0.3)
         ax.set_xticks(range(len(ticks)))
         ax.set_xticklabels(ticks, fontsize=8)
-        ax.set_xlabel("M/V bin (moment / video length)", fontsize=9)
+        last_row = i + ncols >= len(metrics)
+        ax.set_xlabel("M/V bin (moment / video length)" if last_row else "", fontsize=9)
         ax.set_ylabel(METRIC_LABELS.get(m, m), fontsize=9)
         ax.set_title(METRIC_LABELS.get(m, m).replace(" (%)", ""), fontsize=10)
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", alpha=0.3)
-    first = axes[0][0]
+    first = flat[0]
     handles, labels = first.get_legend_handles_labels()
-    if first.get_legend() is not None:
-        first.get_legend().remove()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               frameon=False, title="method", title_fontsize=9)
+    for ax in flat[len(metrics):]:
+        ax.axis("off")
+    holder = flat[len(metrics)] if len(flat) > len(metrics) else None
+    if holder is not None:
+        holder.legend(handles, labels, loc="center left", fontsize=8, frameon=False,
+                      title="method", title_fontsize=9)
+    else:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False, title="method", title_fontsize=9)
     fig.suptitle(title, fontsize=11)
     return save(fig, stem)
 
@@ -118,7 +134,7 @@ def discretise(values: pd.Series, max_levels: int = 6, n_bins: int = 4) -> pd.Se
         edges = np.geomspace(lo, hi, n_bins + 1)
     else:
         edges = np.linspace(lo, hi, n_bins + 1)
-    labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
+    labels = [f"{a:.2g}–{b:.2g}" for a, b in zip(edges[:-1], edges[1:])]
     return pd.cut(numeric, bins=edges, labels=labels, include_lowest=True, ordered=True)
 
 
@@ -169,6 +185,7 @@ def sensitivity_heatmap(frame: pd.DataFrame, px: str, py: str, stem: Path, title
     ax.set_xlabel(short_param(px[len("param."):]), fontsize=9)
     ax.set_ylabel(short_param(py[len("param."):]), fontsize=9)
     ax.tick_params(labelsize=8)
+    ax.tick_params(axis="y", rotation=0)
     ax.invert_yaxis()
     ax.set_title(title, fontsize=10)
     return save(fig, stem)

@@ -88,12 +88,14 @@ class AblationTable:
     tests: pd.DataFrame            # collection, row, base, test, pairing, p_value, n_pairs, ...
 
 
-def _ordered_rows(summary: pd.DataFrame) -> list[tuple[str, str, bool]]:
+def _ordered_rows(summary: pd.DataFrame, bases: set[str]) -> list[tuple[str, str, bool]]:
     """[(method, row, starts group)] over all collections: groups by base method in
-    METHOD_ORDER, base-method rows first, then variants, then by trial number."""
+    METHOD_ORDER; the base row first, then the base method's other configurations, then
+    variants, each by trial number."""
     keys = summary.drop_duplicates("row")[["method", "variant", "row", "trial"]]
     keys = keys.assign(_m=[_method_rank(m) for m in keys["method"]],
-                       _v=[0 if v == m else 1 for v, m in zip(keys["variant"], keys["method"])],
+                       _v=[0 if r in bases else 1 if v == m else 2
+                           for r, v, m in zip(keys["row"], keys["variant"], keys["method"])],
                        _t=keys["trial"].fillna(-1.0))
     keys = keys.sort_values(["_m", "_v", "variant", "_t", "row"], kind="stable")
     out, last = [], None
@@ -112,12 +114,13 @@ def _base_rows(summary: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list[
         if len(cand) == 1:
             bases[(collection, method)] = cand["row"].iloc[0]
             if not len(own):
-                notes.append(f"{collection}: no {method} base run; deltas vs {cand['row'].iloc[0]}")
+                notes.append(f"{collection_name(collection)}: no {method} base run; deltas vs "
+                             f"{cand['row'].iloc[0]}.")
             continue
         best = cand.sort_values("val_SumR", ascending=False, kind="stable").iloc[0]
         bases[(collection, method)] = best["row"]
         notes.append(f"{collection_name(collection)}: {len(cand)} configurations of {method}; "
-                     f"the base row is the best by validation SumR ({best['row']})")
+                     f"the base row is the best by validation SumR ({best['row']}).")
     return bases, notes
 
 
@@ -134,7 +137,7 @@ def build_ablation(collected: Collected, metrics: Sequence[str] = TABLE_METRICS)
     by_key = {(r.collection, r.row): r for r in summary.itertuples(index=False)}
     runs = {(c, row): [(int(s), collected.ranks[rid]) for s, rid in zip(sub["seed"], sub["run_id"])]
             for (c, row), sub in frame.groupby(["collection", "row"], sort=False)}
-    for method, row, starts in _ordered_rows(summary):
+    for method, row, starts in _ordered_rows(summary, set(bases.values())):
         tr = TableRow(row=row, method=method, display=display_name(row, method), group_start=starts)
         for c in collections:
             line = by_key.get((c, row))
