@@ -1,1 +1,37 @@
-"""prvr-bench core: config, registry, data, evaluator, training loop, tracking, CLIs."""
+"""prvr-bench core: config, registry, data, evaluator, training loop, tracking, CLIs.
+
+The public API is imported lazily so that ``import benchmark`` stays cheap for the CLIs:
+
+    load_config, create_method, list_methods, get_method, load_split, fit, run_experiment,
+    evaluate, evaluate_method
+"""
+from __future__ import annotations
+
+import importlib
+
+_API = {
+    "load_config": "benchmark.config",
+    "list_methods": "benchmark.registry",
+    "get_method": "benchmark.registry",
+    "load_split": "benchmark.data.split",
+    "fit": "benchmark.training.loop",
+    "run_experiment": "benchmark.experiment",
+    "evaluate": "benchmark.evaluate",
+    "evaluate_method": "benchmark.evaluate",
+}
+
+__all__ = sorted([*_API, "create_method"])
+
+
+def create_method(name: str, dims, config=None):
+    """Build a registered method (or variant) by name for the given FeatureDims."""
+    from benchmark.registry import get_method
+
+    entry = get_method(name)
+    return entry.cls(config if config is not None else entry.default_config, dims)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'benchmark' has no attribute {name!r}")

@@ -17,8 +17,11 @@ from benchmark.seeding import seed_everything
 from benchmark.tracker import RunTracker
 from benchmark.record import RunRecord
 
-#: Teacher features are training inputs only (the CLIP text file has no test split, §1.1).
-TRAIN_ONLY_REQUIREMENTS = frozenset({"teacher"})
+#: Teacher features are training inputs only (the CLIP text file has no test split, §1.1), and
+#: so is DL-DKD++'s resampling of student frames to the teacher length (§1.3 step 4 happens in
+#: the reference's training dataset; its evaluation datasets read no CLIP file). Evaluating
+#: without it keeps val/test independent of teacher files that real data packages lack.
+TRAIN_ONLY_REQUIREMENTS = frozenset({"teacher", "teacher_length"})
 
 
 @dataclass(frozen=True)
