@@ -399,7 +399,8 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     if dead:
         parent.set_tags({"failure_reason": f"worker exit codes {exitcodes}"})
         parent.end("FAILED")
-        raise SweepError(f"{len(dead)} worker(s) died (exit codes {exitcodes}); finished trials "
+        raise SweepError(f"{len(dead)} worker(s) died (exit codes {exitcodes}; negative: killed "
+                         "by that signal, positive: see the traceback above); finished trials "
                          "are kept: rerun the same command to resume the study")
     parent.end("FINISHED")
     _print_summary(result, log)

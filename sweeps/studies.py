@@ -104,9 +104,11 @@ def comparison_grid() -> list[dict[str, Any]]:
             for s in spaces.COMPARISON_SEEDS]
 
 
-# The default budget of `nox -s sweep-<collection>`: 8 trials × ≤ 6 epochs of DL-DKD++ on the
-# synthetic small profile, 2 workers of one thread each; the median pruner stops weak trials
-# after 2 epochs once 2 trials completed. Measured: docs/sweeps.md.
+# The default budget of `nox -s sweep-<collection>`: 8 trials × ≤ 4 epochs of DL-DKD++ on the
+# synthetic small profile, 2 workers of one thread each (2 cores); the median pruner may stop a
+# trial after its 2nd epoch once 2 trials completed. A full 4-epoch trial costs ≈ 225 CPU-s
+# (measured: ≈ 10 s data loading, ≈ 50 s per epoch with validation, ≈ 15 s test), so the
+# study needs ≈ 1200-1800 worker-seconds: 10-15 minutes on 2 cores (docs/sweeps.md).
 for _collection in ("tvr", "activitynet", "charades"):
     register_study(StudySpec(
         name=f"{_collection}-default",
@@ -114,7 +116,7 @@ for _collection in ("tvr", "activitynet", "charades"):
         space=spaces.kd_decay_temperature,
         summary=f"main job on {_collection}: DL-DKD++ KD decay × soft-target temperature, "
                 "short budget with pruning",
-        n_trials=8, workers=2, epochs=6, pruner="median", pruner_warmup_epochs=2,
+        n_trials=8, workers=2, epochs=4, pruner="median", pruner_warmup_epochs=1,
         pruner_startup_trials=2))
 
 register_study(StudySpec(

@@ -309,3 +309,14 @@ def two_worker_study(tiny_root, stores_dir, storage_url, mlflow_uri, name: str) 
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_storage(tiny_root, stores_dir, optuna_url, mlflow_uri):
     two_worker_study(tiny_root, stores_dir, optuna_url, mlflow_uri, "parallel")
+
+
+def test_cli_list_and_bad_arguments(capsys):
+    from sweeps.run import main
+
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "tvr-default" in out and "kdc-net-krd" in out
+    assert main(["--study", "tvr-defualt", "--collection", "tvr"]) == 2
+    assert "did you mean tvr-default" in capsys.readouterr().err
+    assert main(["--study", "tvr-default"]) == 2
