@@ -166,3 +166,13 @@ def test_target_carries_no_gradient_and_rejects_bad_input():
         refine_target(r, mask, window=3, delta=0.2, lam=1.5, temperature=0.2)
     with pytest.raises(KRDInputError, match="same shape"):
         refine_target(r, mask[:, :3], window=3, delta=0.2, lam=0.5, temperature=0.2)
+
+
+def test_plateau_from_a_window_wider_than_the_video_is_kept_whole():
+    # every window covers all n ≤ 5 valid frames, so r̃ is one value up to summation rounding
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 6, (500,), generator=g)
+    mask = (torch.arange(10)[None] < lengths[:, None]).double()
+    r = torch.rand(500, 10, generator=g, dtype=torch.float64) * 0.6 - 0.1
+    got = refine_target(r, mask, window=9, delta=0.0, lam=1.0, temperature=0.2)
+    assert torch.allclose(got, mask / lengths[:, None])

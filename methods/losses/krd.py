@@ -63,17 +63,16 @@ def smooth_scores(r: Tensor, mask: Tensor, window: int,
     if op not in ("mean", "max"):
         raise KRDInputError(f"krd.smooth must be 'mean' or 'max'; got {op!r}")
     half = (window - 1) // 2
+    # windows as a strided view: (Nq, T, w) with w ≤ 9 in every sweep, cheaper than a conv
     if op == "mean":
         mu = valid.to(r.dtype)                                                  # (Nq, T)
-        both = torch.stack([r * mu, mu], dim=1)                                 # (Nq, 2, T)
-        ones = torch.ones(2, 1, window, dtype=r.dtype, device=r.device)
-        summed = F.conv1d(both, ones, padding=half, groups=2)                   # (Nq, 2, T)
-        smoothed = summed[:, 0] / summed[:, 1].clamp(min=1.0)                   # (Nq, T)
+        sums = F.pad(r * mu, (half, half)).unfold(1, window, 1).sum(-1)         # (Nq, T) conv(r·μ, 1_w)
+        counts = F.pad(mu, (half, half)).unfold(1, window, 1).sum(-1)           # (Nq, T) conv(μ, 1_w)
+        smoothed = sums / counts.clamp(min=1.0)                                 # (Nq, T)
     else:
         low = torch.finfo(r.dtype).min
-        filled = r.masked_fill(~valid, low)[:, None]                            # (Nq, 1, T)
-        padded = F.pad(filled, (half, half), value=low)                         # (Nq, 1, T+w-1)
-        smoothed = F.max_pool1d(padded, kernel_size=window, stride=1)[:, 0]     # (Nq, T)
+        filled = F.pad(r.masked_fill(~valid, low), (half, half), value=low)     # (Nq, T+w-1)
+        smoothed = filled.unfold(1, window, 1).amax(-1)                         # (Nq, T)
     return smoothed.masked_fill(~valid, 0.0)
 
 
@@ -88,9 +87,11 @@ def _masked_softmax(logits: Tensor, keep: Tensor) -> Tensor:
 def select_segment(smoothed: Tensor, mask: Tensor, delta: float) -> Tensor:
     """Kept set S = {t valid : r̃_t ≥ M - δ(M - m)} (§9.3.5 step 2), as a bool (Nq, T).
 
-    Evaluated as (r̃_t - m) ≥ (1 - δ)(M - m): the same set, but exact at the ends of the range in
-    floating point (δ = 1 keeps every valid frame, δ = 0 keeps exactly the arg-max frames, and a
-    flat curve M = m keeps everything). Padded frames are never selected.
+    Evaluated as (r̃_t - m) ≥ (1 - δ)(M - m) - ε: the same set, but exact at the ends of the range
+    in floating point (δ = 1 keeps every valid frame, a flat curve M = m keeps everything). The
+    slack ε = 16·eps·(|M| + |m|) (about 4e-6 for float32 cosines) keeps a plateau whole: frames
+    whose windows average the same values differ only by summation rounding, so with δ = 0 every
+    frame tied with the maximum is kept. Padded frames are never selected.
     """
     if not 0.0 <= float(delta) <= 1.0:
         raise KRDInputError(f"krd.delta must lie in [0, 1]; got {delta!r}")
@@ -99,7 +100,8 @@ def select_segment(smoothed: Tensor, mask: Tensor, delta: float) -> Tensor:
     high = torch.finfo(smoothed.dtype).max
     top = smoothed.masked_fill(~valid, low).amax(dim=1, keepdim=True)           # (Nq, 1) M
     bottom = smoothed.masked_fill(~valid, high).amin(dim=1, keepdim=True)       # (Nq, 1) m
-    keep = (smoothed - bottom) >= (1.0 - float(delta)) * (top - bottom)         # (Nq, T)
+    slack = 16 * torch.finfo(smoothed.dtype).eps * (top.abs() + bottom.abs())  # (Nq, 1) ε
+    keep = (smoothed - bottom) >= (1.0 - float(delta)) * (top - bottom) - slack  # (Nq, T)
     return keep & valid
 
 
