@@ -1,0 +1,142 @@
+"""kdc-net reconstruction: seconds per training epoch, evaluation time and peak memory on small TVR.
+
+The reference point is ``dl-dkd++``, the method kdc-net extends, measured in the same run on
+the same batches: ``epoch_ratio_vs_dl_dkd_pp`` is what HSA + DTA + KRD cost per epoch. One
+epoch each (forward, backward and a plain Adam step; the reference optimiser's arithmetic is the
+same for both methods and not what is measured), then the shared evaluator on validation.
+
+The naive approach is the KRD target (docs/methods.md §9.3.5) written as a per-query loop over
+frames (a restatement of the formulas, not library code), timed against the vectorised
+KRD target (reached through the registered method's ``_kd_target``, since
+``benchmark`` may not import ``methods``) on one TVR-sized batch (640 queries x 128 frames): ``krd_speedup_vs_loop``.
+Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set
+on the CPU (monotone over the run, so the second method's figure includes the first's).
+Never asserted anywhere.
+"""
+from __future__ import annotations
+
+import pathlib
+import resource
+import time
+
+import torch
+
+from benchmark.data.loaders import train_batches
+from benchmark.data.split import load_split
+from benchmark.evaluate import evaluate_method
+from benchmark.interface import FeatureDims, Progress
+from benchmark.registry import get_method
+
+METHODS = ("dl-dkd++", "kdc-net")
+BATCH_SIZE = 128          # ref: DL-DKD++ bsz (docs/methods.md §6.7)
+KRD_QUERIES, KRD_FRAMES = 640, 128   # a TVR batch: 128 videos x 5 captions, up to 128 frames
+REPEATS = 3
+_TINY_DIMS = FeatureDims(query=8, video=8, teacher=8)   # the KRD timing needs no real layers
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    # CPU: the process's peak resident set (Linux reports KiB); monotone over the whole run
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _one(name: str, train, val, device: str) -> dict[str, float]:
+    entry = get_method(name)
+    config = entry.default_config
+    torch.manual_seed(0)
+    method = entry.cls(config, train.dims).to(device)
+    optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-4)
+    batches = list(train_batches(train, BATCH_SIZE, torch.Generator().manual_seed(0),
+                                 sort_by=method.batch_sort))
+    if device.startswith("cuda"):
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats()
+    method.train()
+    start = time.perf_counter()
+    for step, batch in enumerate(batches):
+        progress = Progress(epoch=0, num_epochs=1, step=step, steps_per_epoch=len(batches))
+        loss = method.compute_loss(batch.to(device), progress)["loss"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    _sync(device)
+    epoch = time.perf_counter() - start
+    train_peak = _peak_mb(device)
+    method.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = evaluate_method(method, val, device=device)
+    _sync(device)
+    return {"epoch_seconds": epoch, "eval_seconds": time.perf_counter() - start,
+            "train_peak_mb": train_peak, "steps": float(len(batches)),
+            "val_SumR_after_1_epoch": float(result.metrics()["SumR"]),
+            "params": float(sum(p.numel() for p in method.parameters()))}
+
+
+def _krd_loop(r: torch.Tensor, mask: torch.Tensor, window: int, delta: float, lam: float,
+              tau: float) -> torch.Tensor:
+    """§9.3.5 with one pass per query and per frame (naive reference; mean smoothing, softmax)."""
+    out = torch.zeros_like(r)
+    half = (window - 1) // 2
+    for i in range(r.shape[0]):
+        n = int(mask[i].sum())
+        row = r[i, :n].tolist()
+        smooth = [sum(row[max(t - half, 0):t + half + 1]) / len(row[max(t - half, 0):t + half + 1])
+                  for t in range(n)]
+        top, bottom = max(smooth), min(smooth)
+        kept = [t for t in range(n) if smooth[t] - bottom >= (1 - delta) * (top - bottom)]
+        ref = torch.zeros(n, dtype=r.dtype)
+        ref[kept] = torch.tensor([smooth[t] / tau for t in kept], dtype=r.dtype).softmax(0)
+        raw = (r[i, :n] / tau).softmax(0)
+        out[i, :n] = lam * ref.to(r.device) + (1 - lam) * raw
+    return out
+
+
+def _krd_speed(device: str) -> dict[str, float]:
+    entry = get_method("kdc-net")
+    k = entry.default_config.krd
+    method = entry.cls(entry.default_config, _TINY_DIMS)
+    g = torch.Generator().manual_seed(0)
+    nq, frames = KRD_QUERIES, KRD_FRAMES
+    lengths = torch.randint(8, frames + 1, (nq,), generator=g)
+    mask = (torch.arange(frames)[None] < lengths[:, None]).float().to(device)
+    r = (torch.rand(nq, frames, generator=g) * 0.4).to(device) * mask
+    method._kd_target(r, r, mask)                                  # warm-up
+    vectorised = loop = float("inf")
+    for _ in range(REPEATS):                                       # best of: a shared machine is noisy
+        _sync(device)
+        start = time.perf_counter()
+        fast = method._kd_target(r, r, mask)
+        _sync(device)
+        vectorised = min(vectorised, time.perf_counter() - start)
+        start = time.perf_counter()
+        slow = _krd_loop(r, mask, k.window, k.delta, k.lam, entry.default_config.kd_temperature)
+        loop = min(loop, time.perf_counter() - start)
+    return {"krd_vectorised_seconds": vectorised, "krd_loop_seconds": loop,
+            "krd_speedup_vs_loop": loop / max(vectorised, 1e-9),
+            "krd_max_abs_diff": float((fast - slow).abs().max())}
+
+
+def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
+    requires = frozenset().union(*(get_method(n).cls.requirements(get_method(n).default_config)
+                                   for n in METHODS))
+    train = load_split(data_root, "tvr", "train", requires=requires)
+    val = load_split(data_root, "tvr", "val")
+    out: dict[str, float | str] = {"collection": "tvr-small (synthetic)"}
+    measured = {name: _one(name, train, val, device) for name in METHODS}
+    for name, values in measured.items():
+        prefix = name.replace("-", "_").replace("+", "p")
+        for key, value in values.items():
+            out[f"{prefix}_{key}"] = round(value, 4)
+    out["epoch_ratio_vs_dl_dkd_pp"] = round(
+        measured["kdc-net"]["epoch_seconds"] / measured["dl-dkd++"]["epoch_seconds"], 3)
+    out["eval_ratio_vs_dl_dkd_pp"] = round(
+        measured["kdc-net"]["eval_seconds"] / measured["dl-dkd++"]["eval_seconds"], 3)
+    out.update({key: round(value, 6) for key, value in _krd_speed(device).items()})
+    return out
