@@ -102,21 +102,47 @@ def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
                                     + (f"\n{tables.KDC_LABEL}: {tables.KDC_NOTE}" if has_kdc else ""),
                                     tables.display_name)
             files += qfigs
-            index += [f"Equal-count bins (edges {', '.join(f'{e:g}' for e in q_edges)}): "
+            index += [f"Equal-count bins (edges {', '.join(f'{e:.3g}' for e in q_edges)}): "
                       f"[PDF]({_rel(qfigs[1], out)})", "", f"![{qtitle}]({_rel(qfigs[0], out)})", ""]
 
 
-def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, storage: str | None,
+def _open_study(collected: Collected, storage: str | None):
+    """(study, url, None), or (None, url, message) when the selection has no study or it
+    cannot be opened (the report goes on without the Optuna parts)."""
+    if collected.parent is None or not collected.study:
+        return None, None, None
+    url = sensitivity.storage_url(storage, collected.parent)
+    try:
+        return sensitivity.load_study(collected.study, url), url, None
+    except sensitivity.StudyLoadError as exc:
+        return None, url, str(exc)
+
+
+def with_trial_params(frame: pd.DataFrame, params: dict[str, dict]) -> pd.DataFrame:
+    """Replace the frame's ``param.*`` columns by each run's *active* Optuna trial params
+    (runs of the study only; others keep their MLflow values)."""
+    mine = [rid for rid in frame["run_id"] if rid in params]
+    if not mine:
+        return frame
+    keys = sorted({k for rid in mine for k in params[rid]})
+    out = frame.drop(columns=[c for c in frame.columns if c.startswith("param.")])
+    for k in keys:
+        values = [params.get(rid, {}).get(k) for rid in frame["run_id"]]
+        col = pd.Series(values, index=frame.index, dtype=object)
+        numeric = pd.to_numeric(col, errors="coerce")
+        out[f"param.{k}"] = numeric if numeric.notna().sum() == col.notna().sum() else col
+    return out
+
+
+def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened: tuple,
                    files: list[Path], index: list[str], notes: list[str]) -> None:
+    study, url, study_error = opened
     synth = collected.synthetic
     if collected.parent is not None and collected.study:
         index += [f"## Sweep: {collected.study}{_synthetic_tag(synth)}", ""]
-        url = sensitivity.storage_url(storage, collected.parent)
-        try:
-            study = sensitivity.load_study(collected.study, url)
-        except sensitivity.StudyLoadError as exc:
-            index += [f"Optuna study not available: {exc}", ""]
-            notes.append(str(exc))
+        if study is None:
+            index += [f"Optuna study not available: {study_error}", ""]
+            notes.append(str(study_error))
         else:
             rep = sensitivity.study_report(study)
             md = out / "tables" / "sweep.md"
@@ -190,6 +216,9 @@ def build_report(sel: Selection, out: str | Path | None = None, *,
         else mvmod.DEFAULT_REPORT_EDGES
     with tempfile.TemporaryDirectory(prefix="prvr-report-") as cache:
         collected = collect(sel, cache)
+    study, study_url, study_error = _open_study(collected, storage)
+    if study is not None:
+        collected.frame = with_trial_params(collected.frame, sensitivity.trial_params(study))
     for sub in ("tables", "figures"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -224,7 +253,7 @@ def build_report(sel: Selection, out: str | Path | None = None, *,
               "", tables.to_markdown(table).split("\n", 2)[2], ""]
 
     _mv_section(collected, frame, out, edges, files, index, notes)
-    _sweep_section(collected, frame, out, storage, files, index, notes)
+    _sweep_section(collected, frame, out, (study, study_url, study_error), files, index, notes)
     _published_section(collected, frame, out, files, index)
     if notes:
         index += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
 
         console = Console()
+        if not console.is_terminal:          # piped or captured: do not squeeze to 80 columns
+            console = Console(width=160)
         from reports.tables import to_rich
 
         console.print(to_rich(result.ablation))

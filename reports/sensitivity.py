@@ -67,7 +67,8 @@ def study_report(study: optuna.Study, top_k: int = TOP_K) -> StudyReport:
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    rows = [{"number": t.number, "value": t.value, **t.params,
+    keys = sorted({k for t in complete for k in t.params})
+    rows = [{"number": t.number, "value": t.value, **{k: t.params.get(k) for k in keys},
              "mlflow_run_id": t.user_attrs.get("mlflow_run_id", "")} for t in complete]
     table = pd.DataFrame(rows)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -97,7 +98,22 @@ def study_report(study: optuna.Study, top_k: int = TOP_K) -> StudyReport:
                        importance_message=message, trials=table)
 
 
+def trial_params(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """``{MLflow run id: the trial's active params}`` for every trial that names its run.
+
+    A conditional knob (the decay parameter of another decay kind) is absent from a trial's
+    params, whereas the MLflow params hold every config value, active or not."""
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        rid = t.user_attrs.get("mlflow_run_id")
+        if rid:
+            out[rid] = {k: v for k, v in t.params.items() if k not in ("method_name", "seed")}
+    return out
+
+
 def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return "–" if value != value else f"{value:.4g}"
     return str(value)

@@ -304,7 +304,10 @@ def to_rich(table: AblationTable):
     out = Table(title=table.title, caption=table.caption if len(table.caption) < 400 else None,
                 show_lines=False)
     for i, name in enumerate(_header(table)):
-        out.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        if i == 0:
+            out.add_column(name, justify="left", min_width=24, max_width=56, overflow="fold")
+        else:
+            out.add_column(name, justify="right", min_width=len(name), no_wrap=True)
     for r, cells in zip(table.rows, _body(table, lambda t: "\0" + t)):
         out.add_row(*(f"[bold]{escape(t[1:])}[/bold]" if t.startswith("\0") else escape(t)
                       for t in cells), end_section=False)

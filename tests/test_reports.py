@@ -317,3 +317,19 @@ def test_cli_success_prints_preview(store, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "ms-sl.better" in out and "index" in out
     assert "0.0-0.5" in (store["tmp"] / "o3" / "tables" / "mv_tvr.md").read_text()
+
+
+def test_trial_params_replace_inactive_mlflow_params():
+    import pandas as pd
+
+    from reports.stats import add_row_keys
+
+    frame = pd.DataFrame({"run_id": ["a", "b"], "collection": ["tvr"] * 2,
+                          "variant": ["dl-dkd++"] * 2,
+                          "param.method.kd_decay.base": [0.95, 0.88],       # MLflow: all values
+                          "param.method.kd_decay.slope": [-0.03, -0.01]})
+    trials = {"a": {"method.kd_decay.kind": "linear", "method.kd_decay.slope": -0.03},
+              "b": {"method.kd_decay.kind": "exp", "method.kd_decay.base": 0.88}}
+    out = add_row_keys(build.with_trial_params(frame, trials))
+    assert list(out["row"]) == ["dl-dkd++ [kd_decay.kind=linear, kd_decay.slope=-0.03]",
+                                "dl-dkd++ [kd_decay.base=0.88, kd_decay.kind=exp]"]
