@@ -237,7 +237,7 @@ def test_pruned_trial_run_finished_with_state_pruned(tiny_root, stores_dir, optu
 @pytest.mark.slow
 def test_sigkilled_worker_then_resume_keeps_finished_trials(tiny_root, stores_dir, optuna_url,
                                                            mlflow_uri):
-    spec = _spec("killed", n_trials=2, epochs=3)
+    spec = _spec("killed", n_trials=2, epochs=2)
     box: dict = {}
 
     def first_launch():
