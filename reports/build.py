@@ -56,7 +56,8 @@ def _synthetic_tag(synthetic: bool) -> str:
 
 
 def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
-                edges: Sequence[float], files: list[Path], index: list[str], notes: list[str]) -> None:
+                edges: Sequence[float], files: list[Path], index: list[str], notes: list[str],
+                row_order: Sequence[str] = ()) -> None:
     mvf, mv_notes = mvmod.mv_frame(collected, edges)
     notes += mv_notes
     if mvf.empty:
@@ -80,7 +81,7 @@ def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
         md.write_text(mvmod.mv_markdown(mvf, c, title, caption, tables.display_name))
         figs = plots.mv_figure(mvf, c, out / "figures" / f"mv_{c}", title
                                + (f"\n{tables.KDC_LABEL}: {tables.KDC_NOTE}" if has_kdc else ""),
-                               tables.display_name)
+                               tables.display_name, row_order=row_order)
         files += [md, *figs]
         index += [f"### {title}", "", f"[table](tables/mv_{c}.md) · "
                   f"[PDF]({_rel(figs[1], out)})", "", f"![{title}]({_rel(figs[0], out)})", "",
@@ -100,7 +101,7 @@ def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
             qtitle = f"R@k by M/V quintile: {tables.collection_name(c, synth)}"
             qfigs = plots.mv_figure(qf, c, out / "figures" / f"mv_quintiles_{c}", qtitle
                                     + (f"\n{tables.KDC_LABEL}: {tables.KDC_NOTE}" if has_kdc else ""),
-                                    tables.display_name)
+                                    tables.display_name, row_order=row_order)
             files += qfigs
             index += [f"Equal-count bins (edges {', '.join(f'{e:.3g}' for e in q_edges)}): "
                       f"[PDF]({_rel(qfigs[1], out)})", "", f"![{qtitle}]({_rel(qfigs[0], out)})", ""]
@@ -252,7 +253,7 @@ def build_report(sel: Selection, out: str | Path | None = None, *,
               f"[LaTeX (booktabs)](tables/ablation.tex) · [paired tests (CSV)](tables/tests.csv)",
               "", tables.to_markdown(table).split("\n", 2)[2], ""]
 
-    _mv_section(collected, frame, out, edges, files, index, notes)
+    _mv_section(collected, frame, out, edges, files, index, notes, [r.row for r in table.rows])
     _sweep_section(collected, frame, out, (study, study_url, study_error), files, index, notes)
     _published_section(collected, frame, out, files, index)
     if notes:

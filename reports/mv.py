@@ -37,10 +37,11 @@ def parse_edges(text: str) -> tuple[float, ...]:
     return validate_edges(values)
 
 
-def quantile_edges(mv: np.ndarray, n_bins: int = 5) -> tuple[float, ...]:
-    """Equal-count edges (methods.md §11 (a)): 0, the inner quantiles, 1 (duplicates merged)."""
+def quantile_edges(mv: np.ndarray, n_bins: int = 5, decimals: int = 3) -> tuple[float, ...]:
+    """About equal-count edges (methods.md §11 (a)): 0, the inner quantiles rounded to
+    ``decimals`` (readable bin labels), 1; duplicates merged."""
     inner = np.quantile(np.asarray(mv, np.float64), np.linspace(0, 1, n_bins + 1)[1:-1])
-    values = np.unique(np.round(np.concatenate([[0.0], inner, [1.0]]), 6))
+    values = np.unique(np.round(np.concatenate([[0.0], inner, [1.0]]), decimals))
     return validate_edges(values)
 
 

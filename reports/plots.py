@@ -66,13 +66,21 @@ def _wrap(label: str, width: int = 38) -> str:
 
 def mv_figure(mv: pd.DataFrame, collection: str, stem: Path, title: str,
               display: Callable[[str, str], str] = lambda row, method: row,
-              metrics: Sequence[str] = MV_METRICS) -> list[Path]:
-    """Bars of each metric per M/V bin and configuration for one collection."""
+              metrics: Sequence[str] = MV_METRICS,
+              row_order: Sequence[str] | None = None) -> list[Path]:
+    """Bars of each metric per M/V bin and configuration for one collection; ``row_order``
+    (the table's row order) orders the colours and the legend."""
     sub = mv[mv["collection"] == collection].copy()
     if sub.empty:
         raise ValueError(f"no M/V rows for collection {collection!r}")
     bins = sub.drop_duplicates("bin_index").sort_values("bin_index")
-    ticks = [f"{b}\n(n={int(n)})" for b, n in zip(bins["bin"], bins["n_queries"])]
+    # long labels ("0.049-0.068") go on two lines so neighbouring ticks never overlap
+    ticks = [(b.replace("-", "–\n", 1) if len(b) > 7 else b) + f"\n(n={int(n)})"
+             for b, n in zip(bins["bin"], bins["n_queries"])]
+    if row_order is not None:
+        rank = {r: i for i, r in enumerate(row_order)}
+        sub = sub.sort_values("row", key=lambda col: col.map(lambda r: rank.get(r, len(rank))),
+                              kind="stable")
     sub["label"] = [_wrap(display(r, m)) for r, m in zip(sub["row"], sub["method"])]
     hue_order = list(dict.fromkeys(sub["label"]))
     palette = sns.color_palette("colorblind", n_colors=max(len(hue_order), 3))
@@ -148,8 +156,10 @@ def sensitivity_curve(frame: pd.DataFrame, param: str, stem: Path, title: str,
     fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
     stats = data.groupby("level", observed=True)[y].agg(["mean", "std", "count"]).reset_index()
     xs = np.arange(len(stats))
+    categorical = pd.to_numeric(data[param], errors="coerce").isna().any()
     ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
-                color=sns.color_palette("colorblind")[0])
+                color=sns.color_palette("colorblind")[0],
+                linestyle="none" if categorical else "-")     # no line between categories
     position = {level: x for x, level in zip(xs, stats["level"])}
     ax.scatter(data["level"].map(position).astype(float), data[y], s=12, alpha=0.35,
                color="black")
