@@ -333,3 +333,35 @@ def test_trial_params_replace_inactive_mlflow_params():
     out = add_row_keys(build.with_trial_params(frame, trials))
     assert list(out["row"]) == ["dl-dkd++ [kd_decay.kind=linear, kd_decay.slope=-0.03]",
                                 "dl-dkd++ [kd_decay.base=0.88, kd_decay.kind=exp]"]
+
+
+def test_two_collections_get_column_groups(store):
+    got = collect.collect(Selection(tracking_uri=store["plain"]), store["tmp"] / "cache6")
+    moved = got.frame["variant"] == "ms-sl.same"
+    got.frame.loc[moved, "collection"] = "activitynet"
+    table = tables.build_ablation(got)
+    assert table.collections == ["activitynet", "tvr"]          # docs/methods.md §12 order
+    md = tables.to_markdown(table)
+    assert "| TVR R@1 |" in md and "| ActivityNet Captions SumR |" in md
+    same = [line for line in md.splitlines() if line.startswith("| ms-sl.same")][0]
+    assert same.count(" – |") == 6                       # no TVR runs: six empty TVR cells
+    tex = tables.to_latex(table)
+    assert r"\multicolumn{6}{c}{TVR}" in tex and r"\cmidrule(lr){2-7} \cmidrule(lr){8-13}" in tex
+    # ms-sl.same is alone in ActivityNet, so it is the base row of its group there
+    assert {r.row: r for r in table.rows}["ms-sl.same"].is_base["activitynet"]
+
+
+def test_importances_need_enough_trials():
+    from reports import sensitivity
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for x in (0.1, 0.5):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, value=x))
+    rep = sensitivity.study_report(study)
+    assert rep.importances is None and "at least 3 complete trials" in rep.importance_message
+    assert list(rep.best["number"]) == [1, 0]                    # best first (maximize)
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=0.2))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=0.3))
+    md = sensitivity.to_markdown(sensitivity.study_report(study), "t", "c")
+    assert "| x |" in md
