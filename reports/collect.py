@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from benchmark import stores, tracking
@@ -302,11 +301,3 @@ def collect(sel: Selection, cache: str | Path | None = None) -> Collected:
     return Collected(frame=frame, ranks=test, parent=parent, study=study,
                      tracking_uri=sel.tracking_uri, notes=notes)
 
-
-def query_alignment(results: Sequence[EvalResult]) -> np.ndarray | None:
-    """The shared query ids of ``results`` when all hold the same ids in the same order."""
-    first = results[0].query_ids
-    for r in results[1:]:
-        if r.query_ids.shape != first.shape or not np.array_equal(r.query_ids, first):
-            return None
-    return first
