@@ -118,14 +118,16 @@ class MSSL(PRVRMethod):
     def __init__(self, config: MSSLConfig, dims: FeatureDims) -> None:
         super().__init__(config, dims)
         c = config
+        # padded tokens/frames skip the input projection; they are masked in attention, pooling
+        # and KCGA, so valid outputs are unchanged (tests/test_layers.py)
         self.query_encoder = QueryEncoder(dims.query, c.hidden, c.heads, dims.max_query_tokens,
-                                          c.input_dropout, c.dropout)
+                                          c.input_dropout, c.dropout, pack_valid=True)
         # ref: clip and frame encoders are deepcopies of the query encoder, then all are
         # re-initialised independently (§4.2); clips use positions 0..31 of a 128-row table.
         self.clip_encoder = SequenceEncoder(dims.video, c.hidden, c.heads, dims.max_frames,
                                             c.input_dropout, c.dropout)
         self.frame_encoder = SequenceEncoder(dims.video, c.hidden, c.heads, dims.max_frames,
-                                             c.input_dropout, c.dropout)
+                                             c.input_dropout, c.dropout, pack_valid=True)
         # ref: mapping_linear[0] (keys) and [1] (values), no bias
         self.key_map = nn.Linear(c.hidden, c.hidden, bias=False)
         self.value_map = nn.Linear(c.hidden, c.hidden, bias=False)
@@ -163,6 +165,34 @@ class MSSL(PRVRMethod):
         p_norm = proposals.norm(dim=-1).clamp_min(NORM_EPS)                           # (B, P)
         cos = raw / (q_norm[:, None, None] * p_norm[None])                             # (Nq, B, P)
         return cos, raw
+
+    @staticmethod
+    def _clip_scale_selected(query: Tensor, clips: Tensor, proposals: Tensor
+                             ) -> tuple[Tensor, Tensor, Tensor]:
+        """Training form of the clip scale: S^c = max_j cos, U^c = max_j raw, and j*.
+
+        The argmaxes are found without autograd; the two maxima are then recomputed with
+        autograd from the selected windows only, (q̄·C) a_{j} / (‖q̄‖‖P_j‖), so no (Nq, B, P)
+        tensor is kept for the backward pass. Values and gradients equal those of ``max``
+        (whose gradient also flows to the argmax entry alone).
+
+        Shapes: query (Nq, D), clips (B, N, D), proposals (B, P, D) -> S^c (Nq, B),
+        U^c (Nq, B), j* (Nq, B) int64.
+        """
+        with torch.no_grad():
+            cos, raw = MSSL._clip_scale(query, clips, proposals)       # (Nq, B, P) each
+            key_clip = cos.argmax(dim=-1)                               # (Nq, B)
+            raw_clip = raw.argmax(dim=-1)                               # (Nq, B)
+            del cos, raw
+        average = window_average_matrix(clips.shape[1], clips.dtype, clips.device)  # (P, N)
+        per_clip = torch.einsum("qd,btd->qbt", query, clips)            # (Nq, B, N)
+        q_norm = query.norm(dim=-1).clamp_min(NORM_EPS)                  # (Nq,)
+        p_norm = proposals.norm(dim=-1).clamp_min(NORM_EPS)              # (B, P)
+        videos = torch.arange(clips.shape[0], device=clips.device)
+        selected = (per_clip * average[key_clip]).sum(-1)                # (Nq, B) q̄·P_{j*}
+        clip_score = selected / (q_norm[:, None] * p_norm[videos[None, :], key_clip])
+        clip_raw = (per_clip * average[raw_clip]).sum(-1)                # (Nq, B) max_j q̄·P_j
+        return clip_score, clip_raw, key_clip
 
     def _guided_frames(self, frames: Tensor, mask: Tensor, guide: Tensor) -> Tensor:
         """KCGA f = Σ_t softmax_t(K_t·u) V_t, K = key_map(F), V = value_map(F) (§4.2).
@@ -218,10 +248,8 @@ class MSSL(PRVRMethod):
         query = self.encode_queries(batch.queries).query                # (Nq, D)
         video = self.encode_videos(batch.videos)
         proposals = multi_scale_proposals(video.clips)                  # (B, P, D)
-        cos, raw = self._clip_scale(query, video.clips, proposals)      # (Nq, B, P) each
-        clip_score, key_clip = cos.max(dim=-1)                          # (Nq, B) each
         # ref: U^c is the max of the unnormalised scores; its argmax may differ from j*
-        clip_raw = raw.max(dim=-1).values                               # (Nq, B)
+        clip_score, clip_raw, key_clip = self._clip_scale_selected(query, video.clips, proposals)
         out = {"clip": clip_score, "clip_raw": clip_raw}
         if c.frame_triplet_weight == 0 and c.frame_nce_weight == 0:
             return out

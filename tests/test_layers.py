@@ -217,3 +217,31 @@ def test_window_average_matrix_scores_equal_proposal_scores():
     torch.testing.assert_close(torch.einsum("qd,btd->qbt", q, clips) @ A.t(), direct)
     torch.testing.assert_close(A[:3, :3], torch.eye(3, dtype=torch.float64))
     assert A[32, :2].tolist() == [0.5, 0.5] and A[-1].tolist() == [1 / 32] * 32
+
+
+def test_sequence_encoder_pack_valid_keeps_valid_outputs():
+    full = SequenceEncoder(6, 8, 2, max_len=10, input_dropout=0.0, dropout=0.0).eval()
+    packed = SequenceEncoder(6, 8, 2, max_len=10, input_dropout=0.0, dropout=0.0, pack_valid=True).eval()
+    packed.load_state_dict(full.state_dict())
+    nn.init.normal_(full.projection.linear.bias)
+    packed.load_state_dict(full.state_dict())
+    x = torch.randn(3, 7, 6)
+    mask = (torch.arange(7)[None, :] < torch.tensor([7, 4, 1])[:, None]).float()
+    x = x * mask[..., None]
+    a, b = full(x, mask), packed(x, mask)
+    valid = mask.bool()
+    torch.testing.assert_close(b[valid], a[valid])
+    b.sum().backward()   # gradients flow through the scatter
+    assert packed.projection.linear.weight.grad is not None
+
+
+def test_query_encoder_pack_valid_keeps_outputs():
+    full = QueryEncoder(6, 8, 2, max_len=5, input_dropout=0.0, dropout=0.0).eval()
+    nn.init.normal_(full.projection.linear.bias)
+    packed = QueryEncoder(6, 8, 2, max_len=5, input_dropout=0.0, dropout=0.0, pack_valid=True).eval()
+    packed.load_state_dict(full.state_dict())
+    tokens = torch.randn(3, 4, 6)
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    torch.testing.assert_close(packed(tokens, mask), full(tokens, mask))
+    other = InputProjection(6, 8, 0.0)
+    torch.testing.assert_close(packed(tokens, mask, projection=other), full(tokens, mask, projection=other))

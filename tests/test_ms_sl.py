@@ -326,3 +326,23 @@ def test_hard_phase_minus_one_never_starts():
         assert net.compute_loss(make_batch(), progress(50))["hard_negatives"].item() == 0.0
     with pytest.raises(ValueError, match="hard_negative_start_epoch"):
         MSSLConfig(hard_negative_start_epoch=-2)
+
+
+def test_selected_clip_scale_equals_max_in_value_and_gradient():
+    torch.manual_seed(0)
+    clips = torch.randn(3, 8, 5, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    from methods.layers.pooling import multi_scale_proposals
+    weights = torch.randn(4, 3, dtype=torch.float64)
+    grads = []
+    for fast in (True, False):
+        props = multi_scale_proposals(clips)
+        if fast:
+            s, u, _ = MSSL._clip_scale_selected(query, clips, props)
+        else:
+            s = torch.einsum("qd,bpd->qbp", F.normalize(query, dim=-1), F.normalize(props, dim=-1)).amax(-1)
+            u = torch.einsum("qd,bpd->qbp", query, props).amax(-1)
+        grads.append((s.detach(), u.detach(),
+                      *torch.autograd.grad(((s + 0.5 * u) * weights).sum(), (query, clips))))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

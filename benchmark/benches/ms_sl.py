@@ -3,7 +3,8 @@ reference-style implementation of the same model measured in the same run.
 
 Ours: ``methods.ms_sl.MSSL`` (vectorised losses, cumulative-sum proposals, chunked scoring
 through ``benchmark.evaluate.evaluate_method``). Naive: a subclass with the reference code's
-computation patterns (docs/methods.md §4; C-MSSL ``method/model.py``): 31 ``avg_pool1d`` calls
+computation patterns (docs/methods.md §4; C-MSSL ``method/model.py``): padded frames and tokens projected,
+31 ``avg_pool1d`` calls
 for the proposals, the per-video Python loop of the clip v2t triplet, the per-video loop of
 ``clip_nce``, KCGA maps applied to the Nq expanded frame copies, and at evaluation all
 proposals of all test videos kept at once and scored in query batches of 50 (the reference's
@@ -50,6 +51,11 @@ def _naive_class():
 
     class NaiveMSSL(MSSL):
         """Reference-style computation of the same model (comparison only, not library code)."""
+
+        def __init__(self, config, dims):
+            super().__init__(config, dims)
+            self.frame_encoder.pack_valid = False       # ref: padded frames are projected too
+            self.query_encoder.pack_valid = False       # ref: and padded tokens
 
         @staticmethod
         def _proposals(clips):
@@ -248,6 +254,9 @@ def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
         "train_epoch_seconds": ours_t["epoch_seconds"],
         "train_epoch_seconds_naive": naive_t["epoch_seconds"],
         "train_speedup_vs_naive": naive_t["epoch_seconds"] / ours_t["epoch_seconds"],
+        "train_epoch_cpu_seconds": ours_t["epoch_cpu_seconds"],
+        "train_epoch_cpu_seconds_naive": naive_t["epoch_cpu_seconds"],
+        "train_cpu_speedup_vs_naive": naive_t["epoch_cpu_seconds"] / ours_t["epoch_cpu_seconds"],
         f"train_peak_{unit}_mb": ours_t["peak_mb"],
         f"train_peak_{unit}_mb_naive": naive_t["peak_mb"],
         "train_steps_per_epoch": float(ours_t["steps_per_epoch"]),

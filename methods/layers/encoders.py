@@ -12,6 +12,20 @@ from methods.layers.pooling import AttentionPooling
 from methods.layers.projection import InputProjection, TrainablePositionalEncoding
 
 
+def project_valid(projection: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+    """``projection(x)``; with a mask, only at valid positions (zeros elsewhere), which saves
+    the padded rows of the largest matrix product of an encoder.
+
+    Shapes: x (N, T, d_in), mask (N, T) or None -> (N, T, D).
+    """
+    if mask is None:
+        return projection(x)                                           # (N, T, D)
+    valid = mask.bool()                                                # (N, T)
+    packed = projection(x[valid])                                      # (n_valid, D)
+    out = packed.new_zeros(x.shape[:2] + packed.shape[-1:])            # (N, T, D)
+    return out.index_put((valid,), packed)
+
+
 class QueryEncoder(nn.Module):
     """Token features -> one query vector per caption.
 
@@ -22,17 +36,19 @@ class QueryEncoder(nn.Module):
     """
 
     def __init__(self, d_in: int, hidden: int, heads: int, max_len: int = 30,
-                 input_dropout: float = 0.1, dropout: float = 0.1) -> None:
+                 input_dropout: float = 0.1, dropout: float = 0.1, pack_valid: bool = False) -> None:
         super().__init__()
         self.projection = InputProjection(d_in, hidden, input_dropout)
         self.position = TrainablePositionalEncoding(max_len, hidden, input_dropout)
         self.encoder = SelfAttentionLayer(hidden, heads, dropout)
         self.pool = AttentionPooling(hidden)
+        self.pack_valid = pack_valid   # see SequenceEncoder: project valid tokens only
 
     def token_states(self, tokens: Tensor, mask: Tensor, projection: nn.Module | None = None) -> Tensor:
         """Encoded tokens; ``projection`` replaces this encoder's own input projection (DL-DKD's
         exploration branch reuses the inheritance branch's projection, §5.2)."""
-        projected = (projection or self.projection)(tokens)  # (Nq, L, D)
+        projected = project_valid(projection or self.projection, tokens,
+                                  mask if self.pack_valid else None)  # (Nq, L, D)
         return self.encoder(self.position(projected), mask)  # (Nq, L, D)
 
     def forward(self, tokens: Tensor, mask: Tensor, projection: nn.Module | None = None) -> Tensor:
@@ -45,16 +61,24 @@ class SequenceEncoder(nn.Module):
     ``attention`` replaces the default SelfAttentionLayer (any module called as
     ``attention(x, mask)``, e.g. KDC-Net's DTA).
 
+    ``pack_valid=True`` runs the input projection (the largest matrix product, d_in up to
+    3072) on the valid positions only and leaves zeros at padded ones. Valid outputs are
+    unchanged as long as the attention masks padded keys (the default layer's −1e4 gives them
+    exactly zero weight in float32); padded outputs differ from the reference's and must be
+    masked downstream, as MS-SL's KCGA does.
+
     Shapes: x (B, T, d_in), mask (B, T) or None -> (B, T, D).
     """
 
     def __init__(self, d_in: int, hidden: int, heads: int, max_len: int = 128,
                  input_dropout: float = 0.1, dropout: float = 0.1,
-                 attention: nn.Module | None = None) -> None:
+                 attention: nn.Module | None = None, pack_valid: bool = False) -> None:
         super().__init__()
         self.projection = InputProjection(d_in, hidden, input_dropout)
         self.position = TrainablePositionalEncoding(max_len, hidden, input_dropout)
         self.encoder = attention if attention is not None else SelfAttentionLayer(hidden, heads, dropout)
+        self.pack_valid = pack_valid
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.encoder(self.position(self.projection(x)), mask)  # (B, T, D)
+        projected = project_valid(self.projection, x, mask if self.pack_valid else None)
+        return self.encoder(self.position(projected), mask)  # (B, T, D)
