@@ -211,8 +211,9 @@ class DLDKD(PRVRMethod):
 
     def _build_query_encoder(self, name: str) -> nn.Module:
         c, d = self.config, self.dims
+        # pack_valid: project valid tokens only; valid outputs equal the reference's (encoders.py)
         return QueryEncoder(d.query, c.hidden_size, c.num_heads, max_len=d.max_query_tokens,
-                            input_dropout=c.input_dropout, dropout=c.dropout)
+                            input_dropout=c.input_dropout, dropout=c.dropout, pack_valid=True)
 
     def _build_video_attention(self, name: str) -> nn.Module | None:
         """The frame encoder's attention sublayer; None = the reference SelfAttentionLayer."""
@@ -222,7 +223,7 @@ class DLDKD(PRVRMethod):
         c, d = self.config, self.dims
         return SequenceEncoder(d.video, c.hidden_size, c.num_heads, max_len=d.max_frames,
                                input_dropout=c.input_dropout, dropout=c.dropout,
-                               attention=self._build_video_attention(name))
+                               attention=self._build_video_attention(name), pack_valid=True)
 
     def _build_output_mapping(self, name: str) -> nn.Module:
         return nn.Linear(self.config.hidden_size, self.config.hidden_size)   # ref: *_mapping_linear
