@@ -204,16 +204,18 @@ class MSSL(PRVRMethod):
 
         The inference KCGA guides every (query, video) pair by that pair's own key clip.
         Queries are processed in sub-blocks so that one sub-block allocates at most about
-        ``score_budget_elements`` floats: per pair the per-clip scores (32), the raw and cosine
-        proposal scores (2·528), the guide and the attended feature (2D) and the attention
-        weights (T). Beyond that the call holds the chunk's proposals and key/value maps,
+        ``score_budget_elements`` floats: per pair the per-clip scores (32), the raw proposal
+        scores, norm products and cosines (3·528), the guide, the attended feature and its
+        normalised copy (3D) and the attention scores and weights (2T). Beyond that the call holds the chunk's proposals and key/value maps,
         (528 + 2T)·D floats per video. Peak ≈ 4·[budget + Nv·(528 + 2T)·D] bytes in float32
         (budget 2²⁵: 128 MiB, plus ≈ 1.1 MB per video of the chunk at T = 128).
         """
         proposals = multi_scale_proposals(v.clips)                     # (Nv, P, D)
         keys, values = self.key_map(v.frames), self.value_map(v.frames)  # (Nv, T, D) each
         num_videos, num_props, hidden = proposals.shape
-        per_pair = 2 * num_props + v.clips.shape[1] + 2 * hidden + v.frames.shape[1]
+        # per pair: per-clip scores, raw, norm product and cosine (3P), guide, attended and its
+        # normalised copy (3D), KCGA scores and weights (2T)
+        per_pair = 3 * num_props + v.clips.shape[1] + 3 * hidden + 2 * v.frames.shape[1]
         step = max(1, self.score_budget_elements // max(1, num_videos * per_pair))
         vids = torch.arange(num_videos, device=proposals.device)
         clip_parts, frame_parts = [], []
