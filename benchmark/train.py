@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", help="collection name: tvr, activitynet, charades or another")
     p.add_argument("--data-root", help="ROOT holding ROOT/<collection>/ in the MS-SL layout")
     p.add_argument("--visual-feature", help="visual feature directory under FeatureData/")
+    p.add_argument("--moments", help="moments table (JSON lines: cap_id, ts, duration) for the M/V breakdown")
+    p.add_argument("--relevance", help="dense relevance labels (query_id, gt_video_ids) for multi-positive test")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=S")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
@@ -77,6 +79,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     top: dict[str, object] = {}
     if args.visual_feature:
         top["data.visual_feature"] = args.visual_feature
+    if args.moments:
+        top["data.moments"] = args.moments
+    if args.relevance:
+        top["data.relevance"] = args.relevance
     if args.epochs is not None:
         top["train.epochs"] = args.epochs
     if args.seed is not None:
@@ -102,12 +108,7 @@ def _open_tracker(cfg: ExperimentConfig, prepared):
 
     if not cfg.tracking.tracking_uri:
         return NullTracker()
-    try:
-        from benchmark import tracking
-    except ImportError as exc:  # tracking layer missing: train untracked, say so
-        print(f"warning: MLflow tracking unavailable ({exc}); training without it", file=sys.stderr)
-        return NullTracker()
-    from benchmark import naming
+    from benchmark import naming, tracking
 
     synthetic = bool(prepared.splits["train"].synthetic)
     experiment = cfg.tracking.experiment or naming.experiment_name(cfg.data.collection, synthetic)
