@@ -316,7 +316,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     study = st.create_or_load_study(storage, study_name, direction=spec.direction,
                                     pruner=spec.make_pruner())
     existing = study.get_trials(deepcopy=False)
-    stale = fail_dead_local_trials(study, tracking_uri, log)
+    fail_dead_local_trials(study, tracking_uri, log)
     if spec.grid is not None and not existing:
         grid = spec.grid()
         for params in grid:

@@ -15,62 +15,14 @@ from __future__ import annotations
 
 import math
 import pathlib
-import resource
 import time
 
 import torch
 
-from benchmark.data.loaders import train_batches
-from benchmark.data.split import load_split
-from benchmark.evaluate import evaluate_method
-from benchmark.interface import Progress
-from benchmark.registry import get_method
+from benchmark.benches._epoch import flatten_measured, measure_methods, sync
 
 METHODS = ("dl-dkd", "dl-dkd++")
-BATCH_SIZE = 128          # ref: bsz 128 (docs/methods.md §5.5, §6.7)
 NCE_QUERIES, NCE_VIDEOS = 640, 128   # a TVR batch: 128 videos x 5 captions
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _peak_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
-
-
-def _train_and_eval(name: str, train, val, device: str) -> dict[str, float]:
-    entry = get_method(name)
-    torch.manual_seed(0)
-    method = entry.cls(entry.default_config, train.dims).to(device)
-    optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-    batches = list(train_batches(train, BATCH_SIZE, torch.Generator().manual_seed(0),
-                                 sort_by=method.batch_sort))
-    if device.startswith("cuda"):
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats()
-    method.train()
-    start = time.perf_counter()
-    for step, batch in enumerate(batches):
-        progress = Progress(epoch=0, num_epochs=1, step=step, steps_per_epoch=len(batches))
-        loss = method.compute_loss(batch.to(device), progress)["loss"]
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-    _sync(device)
-    epoch = time.perf_counter() - start
-    train_peak = _peak_mb(device)
-    method.eval()
-    start = time.perf_counter()
-    with torch.no_grad():
-        result = evaluate_method(method, val, device=device)
-    _sync(device)
-    return {"epoch_seconds": epoch, "eval_seconds": time.perf_counter() - start,
-            "train_peak_mb": train_peak, "steps": float(len(batches)),
-            "val_SumR_after_1_epoch": float(result.metrics()["SumR"])}
 
 
 def _soft_nce_loop(U: torch.Tensor, T: torch.Tensor, qv: torch.Tensor, alpha: float, beta: float):
@@ -99,30 +51,23 @@ def _soft_nce_speedup(device: str) -> tuple[float, float]:
     T = (torch.randn(NCE_QUERIES, NCE_VIDEOS, generator=g) * 5).to(device)
     qv = torch.arange(NCE_VIDEOS).repeat_interleave(NCE_QUERIES // NCE_VIDEOS).to(device)
     fast = soft_target_nce(U, T, qv, alpha=0.5, beta=0.8)           # warm-up and value check
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(10):
         soft_target_nce(U, T, qv, alpha=0.5, beta=0.8)
-    _sync(device)
+    sync(device)
     vectorised = (time.perf_counter() - start) / 10
     start = time.perf_counter()
     slow = _soft_nce_loop(U, T, qv, 0.5, 0.8)
-    _sync(device)
+    sync(device)
     loop = time.perf_counter() - start
     return loop / vectorised, abs(float(fast) - float(slow))
 
 
 def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
-    requires = frozenset().union(*(get_method(n).cls.requirements(get_method(n).default_config)
-                                   for n in METHODS))
-    train = load_split(data_root, "tvr", "train", requires=requires)
-    val = load_split(data_root, "tvr", "val")
     out: dict[str, float | str] = {"collection": "tvr-small (synthetic)", "device": device}
-    measured = {name: _train_and_eval(name, train, val, device) for name in METHODS}
-    for name, values in measured.items():
-        prefix = name.replace("-", "_").replace("+", "p")
-        for key, value in values.items():
-            out[f"{prefix}_{key}"] = round(value, 4)
+    measured = measure_methods(METHODS, data_root, device)
+    out.update(flatten_measured(measured))
     out["pp_vs_iccv_epoch_ratio"] = round(
         measured["dl-dkd++"]["epoch_seconds"] / measured["dl-dkd"]["epoch_seconds"], 3)
     speedup, gap = _soft_nce_speedup(device)

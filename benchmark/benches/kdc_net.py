@@ -16,67 +16,18 @@ Never asserted anywhere.
 from __future__ import annotations
 
 import pathlib
-import resource
 import time
 
 import torch
 
-from benchmark.data.loaders import train_batches
-from benchmark.data.split import load_split
-from benchmark.evaluate import evaluate_method
-from benchmark.interface import FeatureDims, Progress
+from benchmark.benches._epoch import flatten_measured, measure_methods, sync
+from benchmark.interface import FeatureDims
 from benchmark.registry import get_method
 
 METHODS = ("dl-dkd++", "kdc-net")
-BATCH_SIZE = 128          # ref: DL-DKD++ bsz (docs/methods.md §6.7)
 KRD_QUERIES, KRD_FRAMES = 640, 128   # a TVR batch: 128 videos x 5 captions, up to 128 frames
 REPEATS = 3
 _TINY_DIMS = FeatureDims(query=8, video=8, teacher=8)   # the KRD timing needs no real layers
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _peak_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    # CPU: the process's peak resident set (Linux reports KiB); monotone over the whole run
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _one(name: str, train, val, device: str) -> dict[str, float]:
-    entry = get_method(name)
-    config = entry.default_config
-    torch.manual_seed(0)
-    method = entry.cls(config, train.dims).to(device)
-    optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-    batches = list(train_batches(train, BATCH_SIZE, torch.Generator().manual_seed(0),
-                                 sort_by=method.batch_sort))
-    if device.startswith("cuda"):
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats()
-    method.train()
-    start = time.perf_counter()
-    for step, batch in enumerate(batches):
-        progress = Progress(epoch=0, num_epochs=1, step=step, steps_per_epoch=len(batches))
-        loss = method.compute_loss(batch.to(device), progress)["loss"]
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-    _sync(device)
-    epoch = time.perf_counter() - start
-    train_peak = _peak_mb(device)
-    method.eval()
-    start = time.perf_counter()
-    with torch.no_grad():
-        result = evaluate_method(method, val, device=device)
-    _sync(device)
-    return {"epoch_seconds": epoch, "eval_seconds": time.perf_counter() - start,
-            "train_peak_mb": train_peak, "steps": float(len(batches)),
-            "val_SumR_after_1_epoch": float(result.metrics()["SumR"]),
-            "params": float(sum(p.numel() for p in method.parameters()))}
 
 
 def _krd_loop(r: torch.Tensor, mask: torch.Tensor, window: int, delta: float, lam: float,
@@ -110,10 +61,10 @@ def _krd_speed(device: str) -> dict[str, float]:
     method._kd_target(r, r, mask)                                  # warm-up
     vectorised = loop = float("inf")
     for _ in range(REPEATS):                                       # best of: a shared machine is noisy
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fast = method._kd_target(r, r, mask)
-        _sync(device)
+        sync(device)
         vectorised = min(vectorised, time.perf_counter() - start)
         start = time.perf_counter()
         slow = _krd_loop(r, mask, k.window, k.delta, k.lam, entry.default_config.kd_temperature)
@@ -124,16 +75,9 @@ def _krd_speed(device: str) -> dict[str, float]:
 
 
 def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
-    requires = frozenset().union(*(get_method(n).cls.requirements(get_method(n).default_config)
-                                   for n in METHODS))
-    train = load_split(data_root, "tvr", "train", requires=requires)
-    val = load_split(data_root, "tvr", "val")
     out: dict[str, float | str] = {"collection": "tvr-small (synthetic)"}
-    measured = {name: _one(name, train, val, device) for name in METHODS}
-    for name, values in measured.items():
-        prefix = name.replace("-", "_").replace("+", "p")
-        for key, value in values.items():
-            out[f"{prefix}_{key}"] = round(value, 4)
+    measured = measure_methods(METHODS, data_root, device)
+    out.update(flatten_measured(measured))
     out["epoch_ratio_vs_dl_dkd_pp"] = round(
         measured["kdc-net"]["epoch_seconds"] / measured["dl-dkd++"]["epoch_seconds"], 3)
     out["eval_ratio_vs_dl_dkd_pp"] = round(

@@ -44,7 +44,6 @@ def _rss_mb() -> float:
 
 
 def _naive_class():
-    from methods.layers.pooling import mask_logits  # noqa: F401  (reference helper, unused here)
     from methods.losses.nce import frame_nce
     from methods.losses.ranking import frame_triplet_loss
     from methods.ms_sl import MSSL

@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .text import video_id_of
 
 MV_DECIMALS = 6          # docs/datasets.md §1 precision rule
 BUILTIN_COLLECTIONS = ("tvr", "activitynet", "charades")

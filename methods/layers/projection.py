@@ -6,7 +6,6 @@ the name keeps that rule working unchanged.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
