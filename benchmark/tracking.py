@@ -17,6 +17,9 @@ several runs in one process, or many worker processes, never share hidden state.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+
 import os
 import re
 import time
@@ -91,17 +94,37 @@ def default_artifact_location(tracking_uri: str) -> str | None:
 _CLIENTS: dict[str, "mlflow.MlflowClient"] = {}
 
 
+@contextlib.contextmanager
+def _sqlite_init_lock(db: Path | None):
+    """Exclusive lock on ``<db>.lock`` while a SQLite store is first opened; no-op otherwise."""
+    if db is None:
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def client_for(tracking_uri: str) -> "mlflow.MlflowClient":
     """One cached client per URI and process (a SQLite store checks its schema once)."""
     if tracking_uri not in _CLIENTS:
         db = sqlite_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-        except Exception as exc:  # noqa: BLE001 - any store failure is reported the same way
-            raise TrackingError(f"cannot open MLflow tracking store {redact(tracking_uri)}: "
-                                f"{redact(str(exc))}") from None
+        # Processes opening one new SQLite store at once race on MLflow's schema migration
+        # ("Online migration expected to match one row ..."): serialise the first open (and
+        # the schema check it triggers) with a lock file next to the database.
+        with _sqlite_init_lock(db):
+            try:
+                client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+                if db is not None:
+                    client.search_experiments(max_results=1)   # forces schema creation now
+            except Exception as exc:  # noqa: BLE001 - any store failure is reported the same way
+                raise TrackingError(f"cannot open MLflow tracking store {redact(tracking_uri)}: "
+                                    f"{redact(str(exc))}") from None
         _CLIENTS[tracking_uri] = client
     return _CLIENTS[tracking_uri]
 

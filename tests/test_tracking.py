@@ -115,3 +115,24 @@ def test_default_artifact_location_only_for_sqlite(tmp_path):
         (tmp_path / "runs" / "mlartifacts").as_uri()
     assert tracking.default_artifact_location("http://127.0.0.1:5000") is None
     assert tracking.sqlite_path("sqlite:///runs/mlflow.db") == Path("runs/mlflow.db")
+
+
+def test_parallel_processes_open_one_new_sqlite_store(tmp_path):
+    """Several processes creating runs in one *new* SQLite store at once all succeed (the
+    first open, which migrates the schema, is serialised by a lock file)."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = ("import sys; from benchmark.tracking import open_run\n"
+            "with open_run(tracking_uri=sys.argv[1], experiment='race', run_name=sys.argv[2]) as r:\n"
+            "    r.log_metrics({'m': 1.0}, step=0)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, f"r{i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    outcomes = [(p.returncode, p.communicate(timeout=240)[1]) for p in procs]
+    outcomes = [(p.returncode, err) for p, (_, err) in zip(procs, outcomes)]
+    assert all(rc == 0 for rc, _ in outcomes), [err[-400:] for rc, err in outcomes if rc]
+    from benchmark.tracking import search_runs
+
+    assert sorted(r["run_name"] for r in search_runs(uri, ["race"])) == ["r0", "r1", "r2", "r3"]
