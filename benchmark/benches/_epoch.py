@@ -5,12 +5,11 @@ requirements) and, per registered method, trains one epoch on the same batches (
 backward and a plain Adam step: the reference optimiser's arithmetic is the same for every
 method and not what is measured), then scores validation with the shared evaluator. Peak memory
 is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set on the CPU
-(monotone over the run, so a later method's figure includes the earlier ones').
+(reset before each method; it includes the loaded splits).
 """
 from __future__ import annotations
 
 import pathlib
-import resource
 import time
 
 import torch
@@ -19,6 +18,7 @@ from benchmark.data.loaders import train_batches
 from benchmark.data.split import load_split
 from benchmark.evaluate import evaluate_method
 from benchmark.interface import Progress
+from benchmark.memory import peak_rss_mb, reset_peak_rss
 from benchmark.registry import get_method
 
 BATCH_SIZE = 128          # ref: bsz 128 videos (docs/methods.md §4.5, §5.5, §6.7)
@@ -30,9 +30,10 @@ def sync(device: str) -> None:
 
 
 def peak_mb(device: str) -> float:
+    """Peak since the last reset: CUDA allocator peak on CUDA, peak RSS on the CPU."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+    return peak_rss_mb()
 
 
 def epoch_and_eval(name: str, train, val, device: str) -> dict[str, float]:
@@ -46,6 +47,7 @@ def epoch_and_eval(name: str, train, val, device: str) -> dict[str, float]:
     if device.startswith("cuda"):
         sync(device)
         torch.cuda.reset_peak_memory_stats()
+    reset_peak_rss()
     method.train()
     start = time.perf_counter()
     for step, batch in enumerate(batches):

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from benchmark.memory import status_mb
 from benchmark.evaluate import evaluate
 
 NUM_QUERIES = 10_895      # TVR test queries (docs/datasets.md §0)
@@ -80,14 +81,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024                       # kB -> MB
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _child_peak_mb(query_chunk: int) -> None:
     """Run in a fresh process: print the evaluator's peak resident growth in MB as JSON.
 
@@ -100,12 +93,12 @@ def _child_peak_mb(query_chunk: int) -> None:
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
-        before = _status_mb("VmRSS")
+        before = status_mb("VmRSS")
     except OSError:      # not Linux: no resettable peak, report "not measured"
         print(json.dumps({"peak_mb": float("nan")}))
         return
     evaluate(scores, query_video, query_chunk=query_chunk)
-    print(json.dumps({"peak_mb": max(_status_mb("VmHWM") - before, 0.0)}))
+    print(json.dumps({"peak_mb": max(status_mb("VmHWM") - before, 0.0)}))
 
 
 def _cpu_peak_mb(query_chunk: int) -> float:

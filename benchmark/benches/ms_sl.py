@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import resource
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.memory import peak_rss_mb, reset_peak_rss
+
 EPOCHS = 1                 # timed epochs per approach (after one untimed warm-up step)
 MARGIN = 0.1               # ref: do_tvr.sh
 
@@ -37,10 +38,6 @@ MARGIN = 0.1               # ref: do_tvr.sh
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _naive_class():
@@ -153,7 +150,8 @@ def _phase_train(data_root: str, device: str, naive: bool) -> dict:
     train = splits["train"]
     steps = steps_per_epoch(train, 128)
     optimizer = build_optimizer(model, optim_cfg(lr=2.5e-4), t_total=steps * EPOCHS + 1)
-    rss_before = _rss_mb()
+    reset_peak_rss()
+    rss_before = peak_rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     gen = torch.Generator().manual_seed(0)
@@ -179,7 +177,7 @@ def _phase_train(data_root: str, device: str, naive: bool) -> dict:
     out = {"epoch_seconds": float(np.mean(times)), "epoch_cpu_seconds": float(np.mean(cpu_times)),
            "rss_before_mb": rss_before, "steps_per_epoch": steps}
     out["peak_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
-                      else _rss_mb())
+                      else peak_rss_mb())
     return out
 
 
@@ -213,7 +211,8 @@ def _phase_eval(data_root: str, device: str, naive: bool) -> dict:
     model, splits, _ = _setup(data_root, naive, device, splits=("test",))
     test = splits["test"]
     model.eval()
-    rss_before = _rss_mb()
+    reset_peak_rss()
+    rss_before = peak_rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
@@ -227,7 +226,7 @@ def _phase_eval(data_root: str, device: str, naive: bool) -> dict:
     out = {"eval_seconds": seconds, "eval_cpu_seconds": cpu_seconds, "rss_before_mb": rss_before,
            "SumR": float(result.metrics()["SumR"])}
     out["peak_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
-                      else _rss_mb())
+                      else peak_rss_mb())
     return out
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from benchmark.console import TrainingConsole
 from benchmark.data.loaders import steps_per_epoch as count_steps, train_batches
 from benchmark.evaluate import EvalResult, evaluate_method
 from benchmark.interface import PRVRMethod, Progress
+from benchmark.memory import peak_rss_mb, reset_peak_rss
 from benchmark.naming import git_commit, run_name
 from benchmark.record import RECORD_METRICS, RunRecord, select_metrics
 from benchmark.registry import get_method
@@ -91,12 +90,6 @@ def mv_breakdown(result: EvalResult, edges) -> dict[str, dict]:
     return out
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-
-
 def _check_finite(out: Mapping[str, Tensor], epoch: int, step: int, method_name: str) -> None:
     """One device sync per step for all terms; on failure name every bad term."""
     flags = torch.stack([torch.isfinite(v.detach()).all() for v in out.values()])   # (K,)
@@ -149,6 +142,7 @@ def fit(method: PRVRMethod, splits: Mapping[str, object], cfg: ExperimentConfig,
 
     # -- set-up: seeds, device, reference optimiser over the whole run -------------------------
     generator = seed_everything(cfg.seed)      # drives the batch shuffle only
+    reset_peak_rss()                           # peak of this fit (loaded splits included)
     method.to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
