@@ -29,14 +29,6 @@ SMALL = {"hidden_size": 16, "num_heads": 4}
 VARIANTS = sorted(m.name for m in list_methods() if m.base == "kdc-net")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: thread start-up dominates and oversubscribes a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def progress(epoch=0):
     return Progress(epoch=epoch, num_epochs=120, step=0, steps_per_epoch=1)

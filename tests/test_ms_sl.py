@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
-from benchmark.interface import Encoding, FeatureDims, Progress
+from benchmark.interface import FeatureDims, Progress
 from benchmark.registry import get_method, list_methods
 from methods.losses.nce import clip_nce, frame_nce
 from methods.losses.ranking import clip_triplet_loss, frame_triplet_loss
@@ -19,14 +19,6 @@ from methods.ms_sl import MSSL, MSSLConfig, MSSLQueryEncoding, MSSLVideoEncoding
 DIMS = FeatureDims(query=12, video=10, max_frames=16, max_query_tokens=6, num_clips=8)
 SMALL = MSSLConfig(hidden=8, heads=2)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def progress(epoch: int) -> Progress:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import tracking
-from benchmark.tracker import RunTracker
+
 
 
 @pytest.fixture(scope="module")

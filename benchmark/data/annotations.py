@@ -122,7 +122,9 @@ def _build(rows: list[tuple], source: str) -> Moments:
     return Moments([r[0] for r in rows], ts, duration, source, texts)
 
 
-def _json_lines(text: str, source: str):
+def json_lines(text: str, source: str):
+    """(line number, record) for each non-blank line; a line that is not a JSON object is an
+    error naming the file and line."""
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -150,7 +152,7 @@ def read_moments(path) -> Moments:
     """Read a moments table (JSON lines, optionally ``.gz``)."""
     source = str(path)
     rows = []
-    for number, record in _json_lines(_read_text(path), source):
+    for number, record in json_lines(_read_text(path), source):
         cap_id = record.get("cap_id")
         if not isinstance(cap_id, str) or not cap_id:
             raise DataError(source, "field 'cap_id' missing or not a string", key=number)
@@ -205,7 +207,7 @@ def read_order(path: str | Path) -> list[str]:
     text = _read_text(path)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
         ids = []
-        for number, record in _json_lines(text, str(path)):
+        for number, record in json_lines(text, str(path)):
             cap_id = record.get("query_id", record.get("cap_id"))
             if not isinstance(cap_id, str):
                 raise DataError(path, "row has no 'query_id' or 'cap_id' string", key=number)
@@ -235,7 +237,7 @@ def tvr_moments(path: str | Path) -> Moments:
     """From ``tvr_{train,val}_release.jsonl`` (docs/datasets.md §5.2)."""
     path = Path(path)
     records = []
-    for number, record in _json_lines(_read_text(path), str(path)):
+    for number, record in json_lines(_read_text(path), str(path)):
         for field in ("vid_name", "ts", "duration"):
             if field not in record:
                 raise DataError(path, f"field {field!r} missing", key=number)

@@ -13,11 +13,11 @@ own video as the single positive.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from .annotations import json_lines
 from .errors import DataError
 
 
@@ -27,15 +27,9 @@ def read_relevance(path: str | Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise DataError(path, "relevance file not found")
     labels: dict[str, list[str]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"not a JSON object ({exc.msg})", key=number) from None
-        query = row.get("query_id") if isinstance(row, dict) else None
-        videos = row.get("gt_video_ids") if isinstance(row, dict) else None
+    for number, row in json_lines(path.read_text(encoding="utf-8"), str(path)):
+        query = row.get("query_id")
+        videos = row.get("gt_video_ids")
         if not isinstance(query, str):
             raise DataError(path, "row needs a string 'query_id'", key=number)
         if not isinstance(videos, list) or not videos or not all(isinstance(v, str) for v in videos):
