@@ -42,7 +42,15 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            known = ", ".join(sorted(self._items)) or "(none registered: is the project installed?)"
+            names = sorted(self._items)
+            if not names:
+                known = "(none registered: is the project installed?)"
+            elif len(names) > 12 and any("." in n for n in names):   # long with variants: bases
+                bases = sorted({n.split(".", 1)[0] for n in names})
+                known = (f"{', '.join(bases)} and {len(names) - len(bases)} variants "
+                         "(python -m benchmark.train --list-methods)")
+            else:
+                known = ", ".join(names)
             raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} Known: {known}") from None
 
     def __contains__(self, name: str) -> bool:

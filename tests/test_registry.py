@@ -153,3 +153,14 @@ def test_mean_pool_masked_mean_matches_loop():
     for i, n in enumerate(lengths):                       # loop oracle
         want = x[i, :n].mean(0) if n else torch.zeros(5)
         torch.testing.assert_close(got[i], want)
+
+
+def test_unknown_method_suggests_and_summarises_variants():
+    from benchmark.registry import UnknownNameError, get_method
+
+    with pytest.raises(UnknownNameError) as info:
+        get_method("ms-ls")
+    message = str(info.value)
+    assert "did you mean ms-sl?" in message
+    assert "mean-pool, ms-sl and" in message and "variants" in message and "--list-methods" in message
+    assert "ms-sl.clip-only" not in message          # the variant list is not dumped
