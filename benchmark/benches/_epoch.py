@@ -9,6 +9,7 @@ is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident s
 """
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import time
 
@@ -22,6 +23,18 @@ from benchmark.memory import peak_rss_mb, reset_peak_rss
 from benchmark.registry import get_method
 
 BATCH_SIZE = 128          # ref: bsz 128 videos (docs/methods.md §4.5, §5.5, §6.7)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One intra-op torch thread while timing (restored afterwards): for single-threaded
+    comparators and for tensors too small to share across threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def sync(device: str) -> None:

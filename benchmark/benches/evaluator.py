@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from benchmark.benches._epoch import one_thread, sync
 from benchmark.memory import status_mb
 from benchmark.evaluate import evaluate
 
@@ -76,11 +77,6 @@ def naive_rank_loop(scores: np.ndarray, query_video: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _child_peak_mb(query_chunk: int) -> None:
     """Run in a fresh process: print the evaluator's peak resident growth in MB as JSON.
 
@@ -110,19 +106,15 @@ def _cpu_peak_mb(query_chunk: int) -> float:
 def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
     # One CPU thread while timing: the reference loop is single-threaded numpy, so the ratio
     # compares like with like (and stays meaningful on a shared machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _measure(device)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure(device: str) -> dict[str, float | str]:
     scores_np, query_video = _tie_free_scores()
     start = time.perf_counter()
     scores = torch.from_numpy(scores_np).to(device)
-    _sync(device)
+    sync(device)
     transfer_s = time.perf_counter() - start
 
     evaluate(scores[:64], query_video[:64])                               # warm-up
@@ -131,10 +123,10 @@ def _measure(device: str) -> dict[str, float | str]:
         resident = torch.cuda.memory_allocated()
     times = []
     for _ in range(REPEATS):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         result = evaluate(scores, query_video, query_chunk=QUERY_CHUNK)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     evaluator_s = min(times)
     if device.startswith("cuda"):

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from benchmark.benches._epoch import flatten_measured, measure_methods, sync
+from benchmark.benches._epoch import flatten_measured, measure_methods, one_thread, sync
 from benchmark.interface import FeatureDims
 from benchmark.registry import get_method
 
@@ -52,12 +52,8 @@ def _krd_loop(r: torch.Tensor, mask: torch.Tensor, window: int, delta: float, la
 def _krd_speed(device: str) -> dict[str, float]:
     """Timed with one intra-op thread: a 640 x 128 target is too small to share, and in a full
     bench run with 2 threads on a busy machine it measured 0.18x the loop instead of 10-56x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return _krd_speed_one_thread(device)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _krd_speed_one_thread(device: str) -> dict[str, float]:

@@ -29,15 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.benches._epoch import sync
 from benchmark.memory import peak_rss_mb, reset_peak_rss
 
 EPOCHS = 1                 # timed epochs per approach (after one untimed warm-up step)
 MARGIN = 0.1               # ref: do_tvr.sh
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _naive_class():
@@ -167,11 +163,11 @@ def _phase_train(data_root: str, device: str, naive: bool) -> dict:
     step(next(train_batches(train, 128, gen, sort_by="frames")), 0, 0)   # warm-up, not timed
     times, cpu_times = [], []
     for epoch in range(EPOCHS):
-        _sync(device)
+        sync(device)
         start, cpu_start = time.perf_counter(), time.process_time()
         for index, batch in enumerate(train_batches(train, 128, gen, sort_by="frames")):
             step(batch, index, epoch)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
     out = {"epoch_seconds": float(np.mean(times)), "epoch_cpu_seconds": float(np.mean(cpu_times)),
@@ -215,13 +211,13 @@ def _phase_eval(data_root: str, device: str, naive: bool) -> dict:
     rss_before = peak_rss_mb()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    _sync(device)
+    sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     if naive:
         result = evaluate(_naive_scores(model, test, device).numpy(), test.query_video)
     else:
         result = evaluate_method(model, test, query_chunk=2048, video_chunk=256, device=device)
-    _sync(device)
+    sync(device)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     out = {"eval_seconds": seconds, "eval_cpu_seconds": cpu_seconds, "rss_before_mb": rss_before,
            "SumR": float(result.metrics()["SumR"])}
