@@ -32,6 +32,7 @@ from torch import Tensor
 
 from benchmark.mv import assign_bins, bin_labels
 from benchmark.ranks import multi_positive_block, rank_block
+from benchmark.errors import PRVRBenchError
 
 RECALL_KS = (1, 5, 10, 100)
 METRIC_NAMES = ("R1", "R5", "R10", "R100", "SumR", "MedR", "MeanR", "mAP", "tied_queries",
@@ -40,11 +41,11 @@ PRIMARY_KEY = "score"
 _FORMAT = "prvr-bench.eval-result/1"
 
 
-class EvalInputError(ValueError):
+class EvalInputError(PRVRBenchError, ValueError):
     """Inputs of the evaluator do not fit together (shapes, indices, keys)."""
 
 
-class MVAbsentError(ValueError):
+class MVAbsentError(PRVRBenchError, ValueError):
     """``by_mv`` was asked for but the result holds no M/V values."""
 
 

@@ -1,8 +1,9 @@
-"""One run from a resolved config: registry entry → splits → method → ``fit``.
+"""One run from a resolved config: registry entry → splits → identity → method → ``fit``.
 
 Every input check happens before training starts: ``load_split`` validates files, keys,
 shapes and values of all three splits (docs/architecture.md §5), and the method is built from
-the dimensions it read.
+the dimensions it read. ``identify`` builds the run's one ``RunIdentity`` (names, tags), which
+the train CLI, the sweep objective and the training loop all receive instead of rebuilding it.
 """
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from benchmark.config import ConfigError, ExperimentConfig
+from benchmark.data.errors import DataError
 from benchmark.data.split import load_split
+from benchmark import naming
 from benchmark.interface import PRVRMethod
+from benchmark.naming import RunIdentity
 from benchmark.registry import MethodEntry, get_method
 from benchmark.seeding import seed_everything
 from benchmark.tracker import RunTracker
@@ -29,6 +33,20 @@ class Prepared:
     entry: MethodEntry
     splits: Mapping[str, object]
     method: PRVRMethod
+    identity: RunIdentity
+
+
+def identify(cfg: ExperimentConfig, synthetic: bool, *, study: str | None = None,
+             trial: int | None = None) -> RunIdentity:
+    """The identity of a run of ``cfg`` on real or ``synthetic`` data (a sweep trial when
+    ``study``/``trial`` are given). The experiment is ``tracking.experiment`` when set, else
+    one per collection, synthetic apart."""
+    entry = get_method(cfg.method_name)
+    experiment = cfg.tracking.experiment or naming.experiment_name(cfg.data.collection, synthetic)
+    return RunIdentity(method=entry.base, variant=entry.name, collection=cfg.data.collection,
+                       synthetic=bool(synthetic), seed=cfg.seed, experiment=experiment,
+                       reconstruction=entry.reconstruction, study=study, trial=trial,
+                       git_commit=naming.git_commit(), git_dirty=naming.git_dirty())
 
 
 def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, object]:
@@ -46,23 +64,36 @@ def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, ob
                                    relevance=d.relevance if split == "test" else None, **common)
     dims = {s: (sd.dims.query, sd.dims.video) for s, sd in splits.items()}
     if len(set(dims.values())) != 1:
-        raise ValueError(f"feature dimensions differ between splits of {d.collection!r}: {dims}")
+        raise DataError(d.data_root, f"feature dimensions (query, video) differ between the "
+                        f"splits of {d.collection!r}: {dims}")
     return splits
 
 
-def prepare(cfg: ExperimentConfig) -> Prepared:
-    """Resolve the method, load and check every split, build the method (seeded init)."""
+def prepare(cfg: ExperimentConfig, identity: RunIdentity | None = None) -> Prepared:
+    """Resolve the method, load and check every split, build the method (seeded init).
+
+    ``identity`` (a sweep trial's, built before its data is read) must agree with the data
+    on being synthetic; without it the identity is built from the loaded splits."""
     entry = get_method(cfg.method_name)
     splits = load_splits(cfg, frozenset(entry.cls.requirements(cfg.method)))
+    synthetic = bool(splits["train"].synthetic)
+    if identity is None:
+        identity = identify(cfg, synthetic)
+    elif identity.synthetic != synthetic:
+        raise ConfigError(f"run {identity.run_name!r} is named synthetic={identity.synthetic} "
+                          f"but the data under {cfg.data.data_root} is "
+                          f"{'synthetic' if synthetic else 'real'}")
     seed_everything(cfg.seed)                 # parameter initialisation is part of the seed
     method = entry.cls(cfg.method, splits["train"].dims)
-    return Prepared(entry, splits, method)
+    return Prepared(entry, splits, method, identity)
 
 
 def run_experiment(cfg: ExperimentConfig, tracker: RunTracker | None = None,
-                   hooks: Iterable = (), **fit_kwargs) -> RunRecord:
+                   hooks: Iterable = (), *, identity: RunIdentity | None = None,
+                   **fit_kwargs) -> RunRecord:
     """Prepare, then train with the shared loop and return the run record."""
     from benchmark.training.loop import fit
 
-    prepared = prepare(cfg)
-    return fit(prepared.method, prepared.splits, cfg, tracker, hooks, **fit_kwargs)
+    prepared = prepare(cfg, identity)
+    return fit(prepared.method, prepared.splits, cfg, tracker, hooks,
+               identity=prepared.identity, **fit_kwargs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from benchmark.errors import PRVRBenchError
 
 #: docs/architecture.md §4: five width-0.2 right-closed bins, (0, 0.2] ... (0.8, 1.0].
 DEFAULT_MV_EDGES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -20,11 +21,11 @@ DEFAULT_MV_EDGES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MV_DECIMALS = 6
 
 
-class MVEdgesError(ValueError):
+class MVEdgesError(PRVRBenchError, ValueError):
     """Bin edges are not a strictly increasing sequence of at least two values in [0, 1]."""
 
 
-class MVValueError(ValueError):
+class MVValueError(PRVRBenchError, ValueError):
     """An M/V array is malformed (wrong shape, NaN, or outside [0, 1])."""
 
 

@@ -13,9 +13,10 @@ import json
 import types
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin
+from benchmark.errors import PRVRBenchError
 
 
-class ConfigError(ValueError):
+class ConfigError(PRVRBenchError, ValueError):
     """A config key or value is invalid; the message names the key and the problem."""
 
 

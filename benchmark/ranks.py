@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from benchmark.errors import PRVRBenchError
 
 
-class NaNScoreError(ValueError):
+class NaNScoreError(PRVRBenchError, ValueError):
     """A score block holds NaN; ``query_index`` is the first affected query (0-based, global)."""
 
     def __init__(self, query_index: int, key: str | None = None) -> None:

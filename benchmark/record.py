@@ -1,8 +1,9 @@
-"""RunRecord: the stable JSON of one run (docs/architecture.md §7; issue 3 item 7).
+"""RunRecord: the stable JSON of one run (docs/architecture.md §7).
 
 Field names are a contract with reports and downstream users; add fields, never rename them.
-Metric dictionaries hold ``R1 R5 R10 R100 SumR MedR MeanR mAP`` (percent for R@k, SumR their
-unrounded sum); NaN is written as null.
+Metric dictionaries hold ``benchmark.views.RECORD_METRICS`` (``R1 R5 R10 R100 SumR MedR MeanR
+mAP``; percent for R@k, SumR their unrounded sum), computed by ``benchmark.views.split_view``
+from the saved per-query ranks; NaN is written as null.
 """
 from __future__ import annotations
 
@@ -12,22 +13,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-#: The metrics a record keeps per split, in this order.
-RECORD_METRICS = ("R1", "R5", "R10", "R100", "SumR", "MedR", "MeanR", "mAP")
-
-
-def select_metrics(metrics: Mapping[str, float], extra: tuple[str, ...] = ()) -> dict[str, float]:
-    """The record's metric subset of an ``EvalResult.metrics()`` dictionary."""
-    return {k: float(metrics[k]) for k in RECORD_METRICS + extra if k in metrics}
-
-
 @dataclass
 class RunRecord:
     """One finished run.
 
     ``val`` holds the validation metrics of the selected (best) epoch, ``test`` the test metrics
     of that checkpoint; ``test_by_mv`` maps an M/V bin label to the same metrics plus
-    ``n_queries``, or is ``{"absent": reason}``; ``secondary`` maps ``"val"``/``"test"`` to
+    ``n_queries``, or is None when the test split had no moments table; ``secondary`` maps ``"val"``/``"test"`` to
     {secondary score key: metrics}. ``epoch_seconds`` is the mean training time of an epoch,
     ``eval_seconds`` the mean time of one validation pass.
     """
@@ -40,7 +32,7 @@ class RunRecord:
     config: dict[str, Any]
     val: dict[str, float]
     test: dict[str, float]
-    test_by_mv: dict[str, Any]
+    test_by_mv: dict[str, Any] | None
     secondary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     epoch_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -71,7 +63,10 @@ class RunRecord:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"run record has unknown fields {unknown}")
-        return cls(**_none_to_nan(dict(data)))
+        data = dict(data)
+        if isinstance(data.get("test_by_mv"), dict) and "absent" in data["test_by_mv"]:
+            data["test_by_mv"] = None        # records written before the sentinel was dropped
+        return cls(**_none_to_nan(data))
 
     @classmethod
     def from_json(cls, text: str) -> "RunRecord":

@@ -12,13 +12,14 @@ from typing import Any, Generic, Iterator, Mapping, TypeVar
 
 from benchmark.interface import MethodConfig, PRVRMethod
 from benchmark.overrides import ConfigError, apply_overrides
+from benchmark.errors import PRVRBenchError
 
 T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "prvr_bench.methods"
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(PRVRBenchError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 
@@ -73,7 +74,7 @@ class MethodEntry:
     default_config: MethodConfig   # base defaults with the variant delta applied
     summary: str
     delta: Mapping[str, Any] = field(default_factory=dict)
-    tags: Mapping[str, str] = field(default_factory=dict)
+    reconstruction: bool = False   # rebuilt without public code: every run is tagged so
 
     @property
     def is_variant(self) -> bool:
@@ -84,14 +85,14 @@ METHODS: Registry[MethodEntry] = Registry("method")
 
 
 def register_method(name: str, cls: type[PRVRMethod], config: MethodConfig, summary: str,
-                    *, tags: Mapping[str, str] | None = None) -> MethodEntry:
-    """Register a base method. ``tags`` are added to every run of it and its variants
-    (e.g. {"reconstruction": "true"} for kdc-net)."""
+                    *, reconstruction: bool = False) -> MethodEntry:
+    """Register a base method. ``reconstruction`` marks a method rebuilt without public code
+    (kdc-net): every run of it and its variants is tagged as such."""
     if "." in name or name != name.lower() or " " in name:
         raise ValueError(f"base method names are lower-case kebab-case without dots: {name!r}")
     if not isinstance(config, cls.config_cls):
         raise TypeError(f"{name}: config must be a {cls.config_cls.__name__}")
-    return METHODS.add(name, MethodEntry(name, name, cls, config, summary, {}, dict(tags or {})))
+    return METHODS.add(name, MethodEntry(name, name, cls, config, summary, {}, reconstruction))
 
 
 def register_variant(name: str, summary: str, delta: Mapping[str, Any]) -> MethodEntry:
@@ -106,7 +107,7 @@ def register_variant(name: str, summary: str, delta: Mapping[str, Any]) -> Metho
     except ConfigError as exc:
         raise ConfigError(f"variant {name!r}: {exc}") from None
     return METHODS.add(name, MethodEntry(name, base_name, base.cls, config, summary,
-                                         dict(delta), dict(base.tags)))
+                                         dict(delta), base.reconstruction))
 
 
 _loaded = False

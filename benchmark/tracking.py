@@ -35,6 +35,8 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from benchmark.errors import PRVRBenchError  # noqa: E402
+from benchmark.naming import RunIdentity, Tag  # noqa: E402
 from benchmark.stores import redact  # noqa: E402
 
 # ref: mlflow.utils.validation (3.17): names may hold alphanumerics, '_', '-', '.', ' ', ':'
@@ -52,7 +54,7 @@ RUN_NAME_TAG = "mlflow.runName"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
-class TrackingError(ValueError):
+class TrackingError(PRVRBenchError, ValueError):
     """A tracking store or name is invalid; the message names the URI or the key."""
 
 
@@ -291,6 +293,13 @@ def open_run(*, tracking_uri: str, experiment: str, run_name: str,
     return MLflowRunTracker(tracking_uri, run.info.run_id, experiment_id)
 
 
+def open_identified_run(tracking_uri: str, identity: RunIdentity, *,
+                        parent_run_id: str | None = None) -> MLflowRunTracker:
+    """Create the run of ``identity``: its experiment, run name and tags."""
+    return open_run(tracking_uri=tracking_uri, experiment=identity.experiment,
+                    run_name=identity.run_name, tags=identity.tags(), parent_run_id=parent_run_id)
+
+
 # -- read side ------------------------------------------------------------------------------
 def _run_dict(run) -> dict[str, Any]:
     info, data = run.info, run.data
@@ -385,7 +394,7 @@ def close_stale_runs(tracking_uri: str, run_ids: Iterable[str], *, status: str =
             continue
         tags = dict(extra_tags or {})
         if reason:
-            tags["failure_reason"] = reason
+            tags[Tag.FAILURE_REASON] = reason
         if tags:
             client.log_batch(run_id, tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
         client.set_terminated(run_id, status=status)

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmark.config import ConfigError, ExperimentConfig, flatten, load_config
-from benchmark.registry import UnknownNameError, list_methods
+from benchmark.errors import PRVRBenchError
+from benchmark.naming import RunIdentity
+from benchmark.registry import list_methods
+from benchmark.tracker import NullTracker, RunTracker
 
 EXIT_USAGE = 2
 
@@ -102,23 +105,14 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _open_tracker(cfg: ExperimentConfig, prepared):
-    """An MLflow run when a tracking URI is configured, else a NullTracker."""
-    from benchmark.tracker import NullTracker
-
+def _open_tracker(cfg: ExperimentConfig, identity: RunIdentity) -> RunTracker:
+    """An MLflow run named and tagged by ``identity`` when a tracking URI is configured,
+    else a NullTracker."""
     if not cfg.tracking.tracking_uri:
         return NullTracker()
-    from benchmark import naming, tracking
+    from benchmark import tracking
 
-    synthetic = bool(prepared.splits["train"].synthetic)
-    experiment = cfg.tracking.experiment or naming.experiment_name(cfg.data.collection, synthetic)
-    name = naming.run_name(cfg.method_name, cfg.data.collection, synthetic, cfg.seed)
-    tags = naming.run_tags(method=prepared.entry.base, variant=cfg.method_name,
-                           collection=cfg.data.collection, synthetic=synthetic, seed=cfg.seed,
-                           extra=prepared.entry.tags)
-    tracker = tracking.open_run(tracking_uri=cfg.tracking.tracking_uri, experiment=experiment,
-                                run_name=name, tags=tags, parent_run_id=None)
-    return tracker
+    return tracking.open_identified_run(cfg.tracking.tracking_uri, identity)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,17 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         prepared = prepare(cfg)           # every input check runs here, before training
-    except UnknownNameError as exc:
-        return _fail(str(exc))
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except PRVRBenchError as exc:
         return _fail(str(exc))
 
     from benchmark.training.loop import fit
 
-    tracker = _open_tracker(cfg, prepared)
+    tracker = _open_tracker(cfg, prepared.identity)
     with tracker:
         tracker.log_params(flatten(cfg))
-        record = fit(prepared.method, prepared.splits, cfg, tracker)
+        record = fit(prepared.method, prepared.splits, cfg, tracker, identity=prepared.identity)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         record.save(args.json_out)

@@ -193,7 +193,7 @@ KDC_NET_CONFIG = KDCNetConfig(**{f.name: getattr(DL_DKD_PP_CONFIG, f.name)
 
 register_method("kdc-net", KDCNet, KDC_NET_CONFIG,
                 "KDC-Net RECONSTRUCTION (abstract of arXiv 2603.23902 only): DL-DKD++ + HSA + DTA + KRD",
-                tags={"reconstruction": "true"})
+                reconstruction=True)
 
 _OFF = {"hsa": {"hsa.enabled": False}, "dta": {"dta.enabled": False}, "krd": {"krd.enabled": False}}
 

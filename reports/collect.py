@@ -36,17 +36,19 @@ import pandas as pd
 
 from benchmark import stores, tracking
 from benchmark.evaluate import EvalInputError, EvalResult
+from benchmark.naming import KIND_STUDY, Tag, TrialStateTag, is_set
+from benchmark.errors import PRVRBenchError
 
 TEST_RANKS = "ranks_test.npz"
 VAL_RANKS = "ranks_val.npz"
 TABLE_METRICS = ("R1", "R5", "R10", "R100", "SumR")
 TEST_EXTRA = ("MedR", "MeanR", "mAP", "n_queries")
-KEPT_TRIAL_STATES = ("COMPLETE", "")          # "" = not a sweep trial
+KEPT_TRIAL_STATES = (TrialStateTag.COMPLETE, "")          # "" = not a sweep trial
 # params that identify stores, paths or the seed, never a knob of a comparison
 _NON_KNOB_PREFIXES = ("tracking.", "data.data_root", "seed", "device")
 
 
-class ReportError(ValueError):
+class ReportError(PRVRBenchError, ValueError):
     """Base class of report errors; the message is one line naming the problem."""
 
 
@@ -104,16 +106,16 @@ def parse_tags(items: Iterable[str]) -> dict[str, str]:
 
 
 def _is_parent(run: Mapping[str, Any]) -> bool:
-    return run["tags"].get("kind") == "study"
+    return run["tags"].get(Tag.KIND) == KIND_STUDY
 
 
 def find_parent(tracking_uri: str, study: str | None,
                 experiments: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The parent run of ``study`` (newest when reopened copies exist), or of the latest study
     when ``study`` is None; None when the store holds no study."""
-    filt = "tags.kind = 'study'"
+    filt = f"tags.{Tag.KIND} = '{KIND_STUDY}'"
     if study is not None:
-        filt += f" and tags.study = '{_quote(study)}'"
+        filt += f" and tags.{Tag.STUDY} = '{_quote(study)}'"
     parents = tracking.search_runs(tracking_uri, list(experiments) if experiments else None, filt)
     if not parents:
         if study is not None:
@@ -141,12 +143,12 @@ def select_runs(sel: Selection) -> tuple[dict[str, Any] | None, list[dict[str, A
     if sel.study is not None or not sel.has_filters:
         parent = find_parent(sel.tracking_uri, sel.study, exps)
     if parent is not None:
-        study = parent["tags"]["study"]
-        runs = tracking.search_runs(sel.tracking_uri, exps, f"tags.study = '{_quote(study)}'")
+        study = parent["tags"][Tag.STUDY]
+        runs = tracking.search_runs(sel.tracking_uri, exps, f"tags.{Tag.STUDY} = '{_quote(study)}'")
         runs = [r for r in runs if not _is_parent(r)]
     else:
         runs = [r for r in tracking.search_runs(sel.tracking_uri, exps) if not _is_parent(r)]
-    where = (f"study {parent['tags']['study']!r}" if parent is not None
+    where = (f"study {parent['tags'][Tag.STUDY]!r}" if parent is not None
              else f"MLflow store {stores.redact(sel.tracking_uri)}")
     if not runs:
         raise SelectionError(f"the selection matches no run in {where}"
@@ -155,19 +157,19 @@ def select_runs(sel: Selection) -> tuple[dict[str, Any] | None, list[dict[str, A
     dropped: dict[str, int] = {}
     for run in runs:
         tags = run["tags"]
-        if sel.methods and tags.get("method") not in sel.methods \
-                and tags.get("variant") not in sel.methods:
+        if sel.methods and tags.get(Tag.METHOD) not in sel.methods \
+                and tags.get(Tag.VARIANT) not in sel.methods:
             continue
-        if sel.collections and tags.get("collection") not in sel.collections:
+        if sel.collections and tags.get(Tag.COLLECTION) not in sel.collections:
             continue
         if any(tags.get(k) != v for k, v in sel.tags.items()):
             continue
-        state = tags.get("trial_state", "")
+        state = tags.get(Tag.TRIAL_STATE, "")
         if run["status"] != "FINISHED" or state not in KEPT_TRIAL_STATES:
             why = run["status"] if run["status"] != "FINISHED" else state
             dropped[why] = dropped.get(why, 0) + 1
             continue
-        if "variant" not in tags or "collection" not in tags:
+        if Tag.VARIANT not in tags or Tag.COLLECTION not in tags:
             dropped["untagged"] = dropped.get("untagged", 0) + 1
             continue
         kept.append(run)
@@ -256,13 +258,13 @@ def build_frame(runs: Sequence[Mapping[str, Any]], test: Mapping[str, EvalResult
         row: dict[str, Any] = {
             "run_id": rid, "run_name": run["run_name"], "experiment_id": run["experiment_id"],
             "status": run["status"], "start_time": run["start_time"],
-            "method": tags.get("method", tags["variant"].split(".")[0]),
-            "variant": tags["variant"], "collection": tags["collection"],
-            "synthetic": tags.get("synthetic", "false") == "true",
-            "seed": _int(tags.get("seed")),
-            "reconstruction": tags.get("reconstruction", "false") == "true",
-            "study": tags.get("study", ""), "trial": _float(tags.get("trial")),
-            "trial_state": tags.get("trial_state", ""),
+            "method": tags.get(Tag.METHOD, tags[Tag.VARIANT].split(".")[0]),
+            "variant": tags[Tag.VARIANT], "collection": tags[Tag.COLLECTION],
+            "synthetic": is_set(tags, Tag.SYNTHETIC),
+            "seed": _int(tags.get(Tag.SEED)),
+            "reconstruction": is_set(tags, Tag.RECONSTRUCTION),
+            "study": tags.get(Tag.STUDY, ""), "trial": _float(tags.get(Tag.TRIAL)),
+            "trial_state": tags.get(Tag.TRIAL_STATE, ""),
         }
         if rid in val:
             vm = val[rid].metrics()
@@ -297,7 +299,7 @@ def collect(sel: Selection, cache: str | Path | None = None) -> Collected:
     frame = build_frame(runs, test, val)
     frame = frame.sort_values(["collection", "method", "variant", "seed", "start_time"],
                               kind="stable").reset_index(drop=True)
-    study = parent["tags"].get("study") if parent is not None else None
+    study = parent["tags"].get(Tag.STUDY) if parent is not None else None
     return Collected(frame=frame, ranks=test, parent=parent, study=study,
                      tracking_uri=sel.tracking_uri, notes=notes)
 

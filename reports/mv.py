@@ -1,14 +1,9 @@
-"""R@k and SumR per moment-to-video ratio (M/V) bin, recomputed from stored per-query ranks.
+"""R@k and SumR per moment-to-video ratio (M/V) bin, from stored per-query ranks.
 
-docs/methods.md §11: per-bin R@1/5/10/100 and SumR with configurable edges. Bins come from
-``benchmark.mv.assign_bins`` (right-closed, M/V = 0 in no bin), so the numbers equal
-``EvalResult.by_mv(edges)`` on the same edges; here they are computed for all bins at once
-with ``np.bincount`` instead of one mask per bin:
-
-    hits_{b,K} = #{i in bin b : rank_i <= K},  R@K_b = 100 · hits_{b,K} / n_b.
-
-Per row (a configuration, see ``reports/stats.py``) the per-run bin values are averaged over
-seeds; ``n_queries`` is the bin's query count (the same test set for every seed).
+docs/methods.md §11: per-bin R@1/5/10/100 and SumR with configurable edges. Each run's bins
+are ``EvalResult.by_mv(edges)`` of its saved test ranks, the one M/V implementation (the
+training loop's record and logged metrics are views of the same function). Per row (a
+configuration, see ``reports/stats.py``) the per-run bin values are averaged over seeds; ``n_queries`` is the bin's query count (the same test set for every seed).
 """
 from __future__ import annotations
 
@@ -18,8 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from benchmark.evaluate import RECALL_KS, EvalResult
-from benchmark.mv import assign_bins, bin_labels, validate_edges
+from benchmark.mv import bin_labels, validate_edges
 from reports.collect import Collected
 from reports.stats import add_row_keys
 
@@ -45,33 +39,6 @@ def quantile_edges(mv: np.ndarray, n_bins: int = 5, decimals: int = 3) -> tuple[
     return validate_edges(values)
 
 
-def bin_metrics(result: EvalResult, edges: Sequence[float] | None = None,
-                key: str | None = None) -> dict[str, dict[str, float]]:
-    """``{bin label: {R1, R5, R10, R100, SumR, n_queries}}`` for one run (all bins present;
-    an empty bin has n_queries 0 and NaN metrics), in edge order."""
-    if result.mv is None:
-        raise ValueError("M/V breakdown absent: the run's ranks hold no M/V values")
-    labels = bin_labels(edges)
-    nb = len(labels)
-    rank = result[key or result.primary_key].rank                       # (Nq,)
-    bins = assign_bins(result.mv, edges)                                 # (Nq,) in [-1, nb)
-    inside = bins >= 0
-    b = bins[inside]
-    n = np.bincount(b, minlength=nb).astype(np.float64)                  # (nb,)
-    out: dict[str, dict[str, float]] = {label: {} for label in labels}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for k in RECALL_KS:
-            hits = np.bincount(b, weights=(rank[inside] <= k).astype(np.float64), minlength=nb)
-            recall = np.where(n > 0, 100.0 * hits / np.where(n > 0, n, 1.0), np.nan)   # (nb,)
-            for i, label in enumerate(labels):
-                out[label][f"R{k}"] = float(recall[i])
-    for i, label in enumerate(labels):
-        row = out[label]
-        row["SumR"] = sum(row[f"R{k}"] for k in RECALL_KS)
-        row["n_queries"] = int(n[i])
-    return out
-
-
 def mv_frame(collected: Collected, edges: Sequence[float] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Long frame: collection, row, method, variant, synthetic, bin, bin_index, n_queries,
     n_seeds, and the mean over seeds of each metric in MV_METRICS; plus notes (runs without M/V)."""
@@ -85,7 +52,7 @@ def mv_frame(collected: Collected, edges: Sequence[float] | None = None) -> tupl
                      "loaded for their test split)")
     lines = []
     for (collection, row), sub in frame.groupby(["collection", "row"], sort=False):
-        per_run = [bin_metrics(collected.ranks[rid], edges) for rid in sub["run_id"]
+        per_run = [collected.ranks[rid].by_mv(edges) for rid in sub["run_id"]
                    if collected.ranks[rid].mv is not None]
         if not per_run:
             continue

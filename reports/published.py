@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import pandas as pd
+from benchmark.errors import PRVRBenchError
 
 Result = tuple[float | None, float | None, float | None, float | None, float | None]
 
@@ -109,7 +110,7 @@ HARNESS_TO_PUBLISHED = {row.harness: row for row in PUBLISHED if row.harness}
 PUBLISHED_METRICS = ("R1", "R5", "R10", "R100", "SumR")
 
 
-class SyntheticComparisonError(ValueError):
+class SyntheticComparisonError(PRVRBenchError, ValueError):
     """Synthetic results were offered for a table with published numbers."""
 
 

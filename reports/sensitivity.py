@@ -18,6 +18,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from benchmark import stores
+from benchmark.naming import Tag
 from reports.collect import ReportError
 
 MIN_TRIALS = 3
@@ -34,7 +35,7 @@ def storage_url(flag: str | None, parent: Mapping[str, Any] | None) -> str:
         return flag
     if os.environ.get(stores.OPTUNA_ENV):
         return os.environ[stores.OPTUNA_ENV]
-    tag = (parent or {}).get("tags", {}).get("optuna_storage")
+    tag = (parent or {}).get("tags", {}).get(Tag.OPTUNA_STORAGE)
     if tag and "***" not in tag:
         return tag
     return stores.optuna_url()

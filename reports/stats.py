@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from benchmark.evaluate import EvalResult
+from benchmark.errors import PRVRBenchError
 
 MIN_WILCOXON = 10          # fewer differing pairs: the normal approximation is poor -> bootstrap
 N_BOOTSTRAP = 10_000
@@ -41,7 +42,7 @@ TEST_NAMES = {
 }
 
 
-class PairingError(ValueError):
+class PairingError(PRVRBenchError, ValueError):
     """Two rows cannot be paired: their runs rank different query sets."""
 
 

@@ -1,7 +1,8 @@
 """One Optuna trial: space → overrides → config → nested MLflow run → training → value.
 
-docs/architecture.md §8 step 6-7. The trial's value is the best validation SumR over its
-epochs (the same signal the training loop selects its checkpoint by). Outcomes:
+docs/architecture.md §8 step 6-7. The trial's value is the validation SumR of the epoch the
+training loop selected (the loop alone tracks the best value; the pruning hook only reports
+each epoch's value and prunes). Outcomes:
 
 * completed: MLflow run FINISHED, ``trial_state=COMPLETE``;
 * pruned (the pruning hook raised ``optuna.TrialPruned`` after a validation): the run ends
@@ -24,14 +25,17 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import optuna
 
-from benchmark import naming, tracking
+from benchmark import tracking
 from benchmark.config import flatten, load_config
-from benchmark.registry import get_method
+from benchmark.naming import Tag, TrialStateTag
 from sweeps.studies import StudySpec
+
+if TYPE_CHECKING:
+    from benchmark.training.loop import EpochSummary
 
 # trial user attribute keys (read by runner.py and reports)
 ATTR_RUN_ID = "mlflow_run_id"
@@ -40,6 +44,8 @@ ATTR_FAIL_REASON = "fail_reason"
 ATTR_HOST = "host"
 ATTR_PID = "pid"
 ATTR_PID_START = "pid_start"
+ATTR_VARIANT = "variant"
+ATTR_SEED = "seed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,8 +63,6 @@ class TrialContext:
     seed: int
     epochs: int | None
     runs_dir: str
-    git_commit: str = "unknown"
-    git_dirty: str = "unknown"
 
 
 def process_start_time(pid: int) -> str | None:
@@ -79,22 +83,21 @@ def trial_seed(ctx: TrialContext, number: int) -> int:
 
 class PruningHook:
     """Training hook: report the objective after each validation; raise TrialPruned when the
-    study's pruner says so. Keeps the best value seen (the trial's value)."""
+    study's pruner says so. It only prunes: the best value so far is the loop's, and the hook
+    keeps the last epoch summary (read when the run ends cut short)."""
 
-    def __init__(self, trial: optuna.Trial, key: str, maximize: bool = True) -> None:
-        self.trial, self.key, self.maximize = trial, key, maximize
-        self.best: float | None = None
+    def __init__(self, trial: optuna.Trial, key: str) -> None:
+        self.trial, self.key = trial, key
+        self.last: EpochSummary | None = None
         self.epochs_seen = 0
 
-    def __call__(self, summary: Any) -> None:
-        metrics: Mapping[str, float] = summary.metrics
-        if self.key not in metrics:
-            raise KeyError(f"pruning hook: epoch summary lacks {self.key!r}; has {sorted(metrics)}")
-        value = float(metrics[self.key])
+    def __call__(self, summary: EpochSummary) -> None:
+        if self.key not in summary.metrics:
+            raise KeyError(f"pruning hook: epoch summary lacks {self.key!r}; "
+                           f"has {sorted(summary.metrics)}")
+        value = float(summary.metrics[self.key])
+        self.last = summary
         self.epochs_seen += 1
-        if math.isfinite(value) and (self.best is None
-                                     or (value > self.best if self.maximize else value < self.best)):
-            self.best = value
         self.trial.report(value, int(summary.epoch))
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {summary.epoch}: "
@@ -130,12 +133,6 @@ class TimedTracker:
         return self._timed(self.inner.log_artifact, path, artifact_path)
 
 
-def trial_run_name(ctx: TrialContext, variant: str, seed: int, number: int) -> str:
-    """``t003-<variant>-<collection>[-synthetic]-s<seed>`` (architecture §7)."""
-    return naming.run_name(variant, ctx.collection, synthetic=ctx.synthetic, seed=seed,
-                              trial=number)
-
-
 def non_finite_error_types() -> tuple[type[BaseException], ...]:
     """Divergence: a non-finite loss term, or NaN scores at evaluation (weights overflowed
     between the last loss check and validation). These fail one trial, not the study."""
@@ -159,7 +156,7 @@ def trial_overrides(ctx: TrialContext, values: Mapping[str, Any], seed: int) -> 
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     """The Optuna objective (see the module docstring for the outcomes)."""
-    from benchmark.experiment import run_experiment
+    from benchmark.experiment import identify, run_experiment
 
     t_start = time.perf_counter()
     pid = os.getpid()
@@ -172,23 +169,14 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     seed = int(values.pop("seed", trial_seed(ctx, trial.number)))
     cfg = load_config(method_name, ctx.collection, data_root=ctx.data_root,
                       trial_overrides=trial_overrides(ctx, values, seed))
-    entry = get_method(method_name)
-    tags = {
-        **dict(entry.tags),
-        "method": entry.base, "variant": entry.name, "collection": ctx.collection,
-        "synthetic": "true" if ctx.synthetic else "false", "seed": str(seed),
-        "git_commit": ctx.git_commit, "git_dirty": ctx.git_dirty,
-        "study": ctx.study_name, "trial": str(trial.number), "trial_state": "RUNNING",
-    }
-    run = tracking.open_run(tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
-                            run_name=trial_run_name(ctx, entry.name, seed, trial.number),
-                            tags=tags, parent_run_id=ctx.parent_run_id)
+    identity = identify(cfg, ctx.synthetic, study=ctx.study_name, trial=trial.number)
+    run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
     trial.set_user_attr(ATTR_RUN_ID, run.run_id)
     run.log_params(flatten(cfg))
-    trial.set_user_attr("variant", entry.name)
-    trial.set_user_attr("seed", seed)
+    trial.set_user_attr(ATTR_VARIANT, identity.variant)
+    trial.set_user_attr(ATTR_SEED, identity.seed)
     timed = TimedTracker(run)
-    hook = PruningHook(trial, ctx.spec.objective, ctx.spec.direction == "maximize")
+    hook = PruningHook(trial, ctx.spec.objective)
     t_fit = time.perf_counter()
     setup_seconds = t_fit - t_start
 
@@ -198,49 +186,44 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
                 "time/fit_seconds": now - t_fit, "time/tracking_seconds": timed.seconds}
 
     try:
-        record = run_experiment(cfg, timed, hooks=[hook])
+        record = run_experiment(cfg, timed, hooks=[hook], identity=identity)
     except optuna.TrialPruned:
         trial.set_user_attr(ATTR_OUTCOME, "pruned")
-        _finish(run, "FINISHED", "PRUNED", hook, timings())
+        _finish(run, "FINISHED", TrialStateTag.PRUNED, hook, timings())
         raise
     except non_finite_error_types() as exc:
         reason = f"{type(exc).__name__}: {exc}"
         trial.set_user_attr(ATTR_OUTCOME, "failed")
         trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
-        _finish(run, "FAILED", "FAIL", hook, timings(), reason)
+        _finish(run, "FAILED", TrialStateTag.FAIL, hook, timings(), reason)
         raise
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}"
         trial.set_user_attr(ATTR_OUTCOME, "error")
         trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        _finish(run, status, "FAIL", hook, timings(), reason)
+        _finish(run, status, TrialStateTag.FAIL, hook, timings(), reason)
         raise
-    value = hook.best if hook.best is not None else _record_value(record, ctx.spec.objective)
+    value = record.val["SumR"]        # the loop's selected epoch: the best validation SumR
     trial.set_user_attr(ATTR_OUTCOME, "complete")
-    _finish(run, "FINISHED", "COMPLETE", hook, timings())
+    _finish(run, "FINISHED", TrialStateTag.COMPLETE, hook, timings(), value=value)
     return value
 
 
-def _record_value(record: Any, key: str) -> float:
-    """Fallback when no validation reported to the hook: the record's best validation value."""
-    split, _, metric = key.partition("/")
-    for attr in (f"best_{split}", split):
-        table = getattr(record, attr, None)
-        if isinstance(table, Mapping) and metric in table:
-            return float(table[metric])
-    raise RuntimeError(f"trial finished without any {key!r} (no validation ran?)")
-
-
 def _finish(run: tracking.MLflowRunTracker, status: str, state: str, hook: PruningHook,
-            timings: Mapping[str, float], reason: str | None = None) -> None:
-    tags = {"trial_state": state}
+            timings: Mapping[str, float], reason: str | None = None, *,
+            value: float | None = None) -> None:
+    """Tag the trial's outcome and log its timings and value (a pruned trial's value is the
+    best validation SumR the loop had reached when it was cut short)."""
+    tags = {Tag.TRIAL_STATE: state}
     if reason:
-        tags["failure_reason"] = reason
+        tags[Tag.FAILURE_REASON] = reason
     run.set_tags(tags)
     metrics = dict(timings)
-    if hook.best is not None:
-        metrics["trial/value"] = hook.best
+    if value is None and hook.last is not None and math.isfinite(hook.last.best_val_sumr):
+        value = hook.last.best_val_sumr
+    if value is not None:
+        metrics["trial/value"] = value
     metrics["trial/epochs"] = float(hook.epochs_seen)
     run.log_metrics(metrics)
     run.end(status)

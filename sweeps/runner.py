@@ -35,10 +35,13 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmark import naming, stores, tracking
+from benchmark.naming import Tag
+from benchmark.naming import TrialStateTag
 from benchmark.data.layout import Layout
 from sweeps import objective as obj
 from sweeps import storage as st
 from sweeps.studies import StudySpec
+from benchmark.errors import PRVRBenchError
 
 STUDY_ATTR_PARENT = "mlflow_parent_run_id"
 DATA_SEED = 0   # generator seed of the cached synthetic collection (same bytes on every machine)
@@ -46,7 +49,7 @@ DATA_SEED = 0   # generator seed of the cached synthetic collection (same bytes 
 Log = Callable[[str], None]
 
 
-class SweepError(RuntimeError):
+class SweepError(PRVRBenchError, RuntimeError):
     """A sweep could not start or a worker died; the message says what to do."""
 
 
@@ -145,7 +148,7 @@ def close_trial_run(tracking_uri: str, study: optuna.Study | None,
     reason = reason or "stale trial: no heartbeat from its worker"
     with contextlib.suppress(tracking.TrackingError):
         tracking.close_stale_runs(tracking_uri, [run_id], status="FAILED", reason=reason,
-                                  extra_tags={"trial_state": "FAIL"})
+                                  extra_tags={Tag.TRIAL_STATE: TrialStateTag.FAIL})
 
 
 def fail_dead_local_trials(study: optuna.Study, tracking_uri: str, log: Log = print) -> list[int]:
@@ -256,9 +259,8 @@ def _env(**values: str):
 # ------------------------------------------------------------------------------- study
 
 def study_name_for(spec: StudySpec, collection: str, synthetic: bool) -> str:
-    """``tvr-default-synthetic``, ``kdc-net-krd-tvr-synthetic``, ``kdc-net-krd-tvr``."""
-    base = spec.name if spec.name.startswith(f"{collection}-") else f"{spec.name}-{collection}"
-    return f"{base}-synthetic" if synthetic else base
+    """The study's name (``benchmark.naming.study_name``)."""
+    return naming.study_name(spec.name, collection, synthetic)
 
 
 def _spec_json(spec: StudySpec, **extra: Any) -> dict[str, Any]:
@@ -331,10 +333,10 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
 
     # 4. parent run
     parent_id = study.user_attrs.get(STUDY_ATTR_PARENT)
-    parent_tags = {"study": study_name, "study_spec": spec.name, "collection": collection,
-                   "synthetic": "true" if synthetic else "false", "method": spec.method,
-                   "git_commit": naming.git_commit(), "git_dirty": naming.git_dirty(),
-                   "optuna_storage": stores.redact(storage_url), "kind": "study"}
+    parent_tags = {Tag.STUDY: study_name, Tag.STUDY_SPEC: spec.name, Tag.COLLECTION: collection,
+                   Tag.SYNTHETIC: naming.flag(synthetic), Tag.METHOD: spec.method,
+                   Tag.GIT_COMMIT: naming.git_commit(), Tag.GIT_DIRTY: naming.git_dirty(),
+                   Tag.OPTUNA_STORAGE: stores.redact(storage_url), Tag.KIND: naming.KIND_STUDY}
     parent = tracking.open_run(tracking_uri=tracking_uri, experiment=experiment,
                                run_name=study_name, tags=parent_tags, run_id=parent_id)
     if parent_id is None:
@@ -355,8 +357,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     ctx = obj.TrialContext(spec=spec, study_name=study_name, collection=collection,
                            data_root=str(root), synthetic=synthetic, tracking_uri=tracking_uri,
                            experiment=experiment, parent_run_id=parent.run_id, seed=seed,
-                           epochs=epochs, runs_dir=str(runs), git_commit=naming.git_commit(),
-                           git_dirty=naming.git_dirty())
+                           epochs=epochs, runs_dir=str(runs))
 
     # 5. workers
     exitcodes: list[int] = []
@@ -386,7 +387,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
                 p.join()
             exitcodes = [p.exitcode for p in procs]
     except BaseException as exc:
-        parent.set_tags({"failure_reason": f"{type(exc).__name__}: {exc}"[:2000]})
+        parent.set_tags({Tag.FAILURE_REASON: f"{type(exc).__name__}: {exc}"[:2000]})
         parent.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
 
@@ -397,7 +398,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     _log_best(parent, result)
     dead = [c for c in exitcodes if c != 0]
     if dead:
-        parent.set_tags({"failure_reason": f"worker exit codes {exitcodes}"})
+        parent.set_tags({Tag.FAILURE_REASON: f"worker exit codes {exitcodes}"})
         parent.end("FAILED")
         raise SweepError(f"{len(dead)} worker(s) died (exit codes {exitcodes}; negative: killed "
                          "by that signal, positive: see the traceback above); finished trials "
@@ -438,7 +439,7 @@ def _log_best(parent: tracking.MLflowRunTracker, r: SweepResult) -> None:
     if r.best_value is not None:
         metrics["best/val/SumR"] = r.best_value
         metrics["best/trial"] = r.best_trial
-        parent.set_tags({"best_trial": str(r.best_trial), "best_run_id": r.best_run_id or ""})
+        parent.set_tags({Tag.BEST_TRIAL: str(r.best_trial), Tag.BEST_RUN_ID: r.best_run_id or ""})
     parent.log_metrics(metrics)
 
 

@@ -19,6 +19,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 
 from benchmark.stores import redact
+from benchmark.errors import PRVRBenchError
 
 HEARTBEAT_INTERVAL = 10      # seconds between heartbeats of a running trial
 GRACE_PERIOD = 60            # a trial without a heartbeat this long is stale (other hosts)
@@ -26,7 +27,7 @@ SQLITE_TIMEOUT = 60          # seconds a SQLite writer waits on a lock held by a
 CONNECT_TIMEOUT = 5          # seconds to reach a PostgreSQL server
 
 
-class StorageError(ValueError):
+class StorageError(PRVRBenchError, ValueError):
     """The Optuna storage URL is wrong or cannot be reached; names the URL (password hidden)."""
 
 

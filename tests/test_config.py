@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmark import naming, stores
+from benchmark import stores
 from benchmark.config import (ConfigError, ExperimentConfig, config_hash, default_config, flatten,
                               load_config, load_saved_config, save_config, with_overrides)
 from benchmark.registry import METHODS, list_methods, register_method, register_variant
@@ -194,15 +194,3 @@ def test_redact():
         "postgresql+psycopg2://bob:***@db.host:5432/optuna"
     assert stores.redact("sqlite:///runs/optuna.db") == "sqlite:///runs/optuna.db"
     assert stores.redact("http://host:5000") == "http://host:5000"
-
-
-def test_naming():
-    assert naming.experiment_name("tvr", False) == "tvr"
-    assert naming.experiment_name("tvr", True) == "tvr-synthetic"
-    assert naming.run_name("dl-dkd++.no-kd", "tvr", True, 3) == "dl-dkd++.no-kd-tvr-synthetic-s3"
-    assert naming.run_name("ms-sl", "charades", False, 0, trial=7) == "t007-ms-sl-charades-s0"
-    tags = naming.run_tags(method="kdc-net", variant="kdc-net.no-krd", collection="tvr",
-                           synthetic=False, seed=2, extra={"reconstruction": "true"})
-    assert tags["synthetic"] == "false" and tags["seed"] == "2" and tags["reconstruction"] == "true"
-    assert tags["git_dirty"] in ("true", "false", "unknown")
-    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"

@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from benchmark import naming, tracking
+from benchmark.naming import Tag, TrialStateTag
 from benchmark.evaluate import EvalResult, KeyRanks
 from reports import build, cli, collect, mv as mvmod, tables
 from reports.collect import Selection
@@ -31,13 +32,12 @@ def _log(uri: str, tmp: Path, variant: str, seed: int, test: EvalResult, *,
          extra_tags: dict | None = None, parent: str | None = None, ranks: bool = True,
          status_ok: bool = True) -> str:
     method = variant.split(".")[0]
-    tags = naming.run_tags(method=method, variant=variant, collection=collection,
-                           synthetic=synthetic, seed=seed,
-                           extra={"reconstruction": "true"} if method == "kdc-net" else None)
-    tags.update(extra_tags or {})
-    run = tracking.open_run(tracking_uri=uri, experiment=naming.experiment_name(collection, synthetic),
-                            run_name=naming.run_name(variant, collection, synthetic, seed),
-                            tags=tags, parent_run_id=parent)
+    identity = naming.RunIdentity(method=method, variant=variant, collection=collection,
+                                  synthetic=synthetic, seed=seed,
+                                  experiment=naming.experiment_name(collection, synthetic),
+                                  reconstruction=method == "kdc-net",
+                                  extra_tags=extra_tags or {})
+    run = tracking.open_identified_run(uri, identity, parent_run_id=parent)
     run.log_params({"seed": seed, "train.epochs": 2, **(params or {})})
     metrics = test.metrics()
     run.log_metrics({f"test/{k}": metrics[k] for k in ("R1", "R5", "R10", "R100", "SumR")})
@@ -75,8 +75,9 @@ def store(tmp_path_factory):
     sweep = f"sqlite:///{tmp / 'sweep' / 'mlflow.db'}"
     storage = f"sqlite:///{tmp / 'sweep' / 'optuna.db'}"
     with tracking.open_run(tracking_uri=sweep, experiment="tvr-synthetic", run_name=STUDY,
-                           tags={"study": STUDY, "kind": "study", "collection": "tvr",
-                                 "synthetic": "true", "optuna_storage": storage}) as parent:
+                           tags={Tag.STUDY: STUDY, Tag.KIND: naming.KIND_STUDY,
+                                 Tag.COLLECTION: "tvr", Tag.SYNTHETIC: "true",
+                                 Tag.OPTUNA_STORAGE: storage}) as parent:
         parent_id = parent.run_id
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     dists = {"method.krd.window": optuna.distributions.CategoricalDistribution((1, 3, 5, 7, 9)),
@@ -88,7 +89,8 @@ def store(tmp_path_factory):
                   "method.krd.lam": (n % 4) / 3}
         r = _result(np.maximum(1, base[0] - 10 * n), mv)
         rid = _log(sweep, tmp, "kdc-net", 0, r, params=params, parent=parent_id,
-                   extra_tags={"study": STUDY, "trial": str(n), "trial_state": "COMPLETE"})
+                   extra_tags={Tag.STUDY: STUDY, Tag.TRIAL: str(n),
+                               Tag.TRIAL_STATE: TrialStateTag.COMPLETE})
         trial_runs.append(rid)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=r.metrics()["SumR"],
@@ -96,7 +98,7 @@ def store(tmp_path_factory):
     # a pruned trial: FINISHED run without ranks, must be left out (not an error)
     _log(sweep, tmp, "kdc-net", 0, _result(base[0], mv), ranks=False, parent=parent_id,
          params={"method.krd.window": 3, "method.krd.delta": 0.1, "method.krd.lam": 0.5},
-         extra_tags={"study": STUDY, "trial": "8", "trial_state": "PRUNED"})
+         extra_tags={Tag.STUDY: STUDY, Tag.TRIAL: "8", Tag.TRIAL_STATE: TrialStateTag.PRUNED})
     return {"tmp": tmp, "plain": plain, "sweep": sweep, "storage": storage, "runs": runs,
             "parent": parent_id, "mv": mv, "trial_runs": trial_runs}
 
@@ -123,7 +125,7 @@ def test_collect_filters(store):
     got = collect.collect(Selection(tracking_uri=store["plain"], methods=("kdc-net",)),
                           store["tmp"] / "cache2")
     assert set(got.frame["variant"]) == {"kdc-net"}
-    got = collect.collect(Selection(tracking_uri=store["plain"], tags={"variant": "ms-sl.same"}),
+    got = collect.collect(Selection(tracking_uri=store["plain"], tags={Tag.VARIANT: "ms-sl.same"}),
                           store["tmp"] / "cache2")
     assert set(got.frame["seed"]) == set(SEEDS)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.evaluate import EvalResult, KeyRanks
+from benchmark.evaluate import EvalResult, KeyRanks, MVAbsentError
 from benchmark.mv import MVEdgesError
 from reports import mv as mvmod
 from reports import published, stats
@@ -121,38 +121,18 @@ def test_row_keys_split_sweep_trials_but_pool_seeds():
 
 
 # ------------------------------------------------------------------------------ M/V
-@pytest.mark.parametrize("edges", [None, (0, 0.1, 0.2, 0.4, 0.6, 1.0), (0, 0.5, 1), (0.1, 0.3, 0.95)])
-def test_bin_metrics_equal_evaluator_by_mv(edges):
-    rng = np.random.default_rng(5)
-    n = 500
-    mv = np.round(rng.uniform(0, 1, n), 6)
-    mv[:20] = [0.0, 0.1, 0.2, 0.4, 0.6, 1.0, 0.3, 0.5, 0.95, 0.2000001] * 2   # edges and 0
-    rank = rng.integers(1, 300, n)
-    res = _result(rank, mv=mv)
-    mine = mvmod.bin_metrics(res, edges)
-    ref = res.by_mv(edges)
-    assert list(mine) == list(ref)
-    for label in ref:
-        assert mine[label]["n_queries"] == ref[label]["n_queries"]
-        for m in mvmod.MV_METRICS:
-            if ref[label]["n_queries"] == 0:
-                assert math.isnan(mine[label][m])
-            else:
-                assert mine[label][m] == pytest.approx(ref[label][m], abs=1e-12)
-
-
-def test_bin_metrics_empty_bin_and_hand_case():
+def test_by_mv_empty_bin_and_hand_case():
     res = _result([1, 20, 3, 200], mv=np.array([0.05, 0.15, 0.15, 1.0]))
-    out = mvmod.bin_metrics(res, (0, 0.1, 0.2, 0.5, 1.0))
+    out = res.by_mv((0, 0.1, 0.2, 0.5, 1.0))
     assert out["0.0-0.1"]["R1"] == 100.0 and out["0.0-0.1"]["n_queries"] == 1
     assert out["0.1-0.2"]["R5"] == 50.0 and out["0.1-0.2"]["R100"] == 100.0
     assert out["0.2-0.5"]["n_queries"] == 0 and math.isnan(out["0.2-0.5"]["SumR"])
     assert out["0.5-1.0"]["R100"] == 0.0 and out["0.5-1.0"]["SumR"] == 0.0
 
 
-def test_bin_metrics_without_mv_says_absent():
-    with pytest.raises(ValueError, match="absent"):
-        mvmod.bin_metrics(_result([1, 2]), None)
+def test_by_mv_without_mv_says_absent():
+    with pytest.raises(MVAbsentError, match="absent"):
+        _result([1, 2]).by_mv(None)
 
 
 def test_parse_edges_and_quantiles():

@@ -16,7 +16,9 @@ import torch
 from benchmark.config import config_hash, load_config, load_saved_config
 from benchmark.evaluate import EvalResult
 from benchmark.experiment import prepare, run_experiment
-from benchmark.record import RECORD_METRICS, RunRecord
+from benchmark.record import RunRecord
+from benchmark.naming import Tag
+from benchmark.views import RECORD_METRICS
 from benchmark.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from benchmark.training.loop import EpochSummary, NonFiniteLossError, fit
 from benchmark import train as train_cli
@@ -72,11 +74,14 @@ def test_tiny_end_to_end_run(tiny_root, tmp_path):
     assert [s.epoch for s in seen] == [0, 1, 2, 3]
     assert record.best_epoch == int(np.argmax(val_sumr))
     assert record.val["SumR"] == pytest.approx(max(val_sumr))
+    # the loop alone tracks the selection: every summary carries the best value so far
+    assert [s.best_val_sumr for s in seen] == [max(val_sumr[:i + 1]) for i in range(4)]
+    assert seen[-1].best_epoch == record.best_epoch
     assert record.test["SumR"] == pytest.approx(sum(record.test[f"R{k}"] for k in (1, 5, 10, 100)))
     assert list(record.test_by_mv) == ["0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0"]
     assert sum(b["n_queries"] for b in record.test_by_mv.values()) > 0
     assert record.epoch_seconds > 0 and record.eval_seconds > 0 and record.peak_rss_mb > 0
-    assert record.val_equals_test is False and "val_equals_test" not in tracker.tags
+    assert record.val_equals_test is False and Tag.VAL_EQUALS_TEST not in tracker.tags
     assert seen[-1].metrics["train/loss"] < seen[0].metrics["train/loss"]    # it learns
 
     # tracker: one batched call per epoch plus the final one, names of architecture.md §7
@@ -94,7 +99,7 @@ def test_tiny_end_to_end_run(tiny_root, tmp_path):
 
     # run directory: every artifact written and logged; each reads back
     run_dir = tmp_path / "run"
-    names = {"record.json", "config.json", "ranks_test.npz", "ranks_val.npz", "mv.csv"}
+    names = {"record.json", "config.json", "ranks_test.npz", "ranks_val.npz"}
     assert names <= {p.name for p in run_dir.iterdir()}
     assert {p.name for p in tracker.artifacts} == names
     assert RunRecord.load(run_dir / "record.json").to_dict() == record.to_dict()
@@ -102,8 +107,16 @@ def test_tiny_end_to_end_run(tiny_root, tmp_path):
     ranks = EvalResult.load(run_dir / "ranks_test.npz")
     assert ranks.metrics()["SumR"] == pytest.approx(record.test["SumR"])
     assert ranks.synthetic is True
-    lines = (run_dir / "mv.csv").read_text().splitlines()
-    assert lines[0].split(",")[:3] == ["bin", "n_queries", "R1"] and len(lines) == 6
+    # every reported number is a view of the saved ranks: record, logged metrics, M/V bins
+    for label, row in ranks.by_mv(cfg.eval.mv_edges).items():
+        assert record.test_by_mv[label]["n_queries"] == row["n_queries"]
+        assert final[f"test_mv/{label}/n_queries"] == row["n_queries"]
+        for m in ("R1", "R5", "R10", "R100", "SumR"):
+            if row["n_queries"]:
+                assert record.test_by_mv[label][m] == row[m] == final[f"test_mv/{label}/{m}"]
+    assert final["test/SumR"] == ranks.metrics()["SumR"] == record.test["SumR"]
+    val_ranks = EvalResult.load(run_dir / "ranks_val.npz")
+    assert val_ranks.metrics()["SumR"] == record.val["SumR"]
     payload = load_checkpoint(run_dir / "best.pt", config_hash=config_hash(cfg))
     assert payload["epoch"] == record.best_epoch
     json.loads(record.to_json())                                   # strict JSON (no NaN)
@@ -165,7 +178,7 @@ def test_val_equal_to_test_is_flagged(tiny_root, tmp_path):
     tracker = CollectingTracker()
     record = run_experiment(_cfg(root, tmp_path / "runs", **{"train.epochs": 1}), tracker,
                             run_dir=tmp_path / "run")
-    assert record.val_equals_test is True and tracker.tags["val_equals_test"] == "true"
+    assert record.val_equals_test is True and tracker.tags[Tag.VAL_EQUALS_TEST] == "true"
 
 
 def test_checkpoint_refuses_other_config(tmp_path):

@@ -7,9 +7,10 @@ entry can be found without a debugger.
 from __future__ import annotations
 
 from pathlib import Path
+from benchmark.errors import PRVRBenchError
 
 
-class DataError(ValueError):
+class DataError(PRVRBenchError, ValueError):
     """Bad or inconsistent input data.
 
     ``path`` is the file (or directory) at fault, ``key`` the entry inside it (a cap_id, video

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from benchmark.errors import PRVRBenchError
 
 SCALES = ("tiny", "small", "full")
 PROFILES = ("tvr", "activitynet", "charades")
@@ -226,7 +227,7 @@ _BY_NAME = {p.name: p for p in (TVR, ACTIVITYNET, CHARADES)}
 SCALE_VIDEOS = {"tiny": (40, 16, 16), "small": (500, 200, 200)}
 
 
-class ProfileError(ValueError):
+class ProfileError(PRVRBenchError, ValueError):
     """Unknown profile or scale name."""
 
 

@@ -50,6 +50,7 @@ from scipy import sparse
 
 from benchmark.data.layout import SPLITS, Layout
 from benchmark.data.profiles import DURATION_LEVELS, PROFILES, Profile, get_profile, split_videos
+from benchmark.errors import PRVRBenchError
 
 #: Bumped whenever the same (profile, scale, seed) would produce different bytes.
 GENERATOR_VERSION = "1"
@@ -68,7 +69,7 @@ _STREAM_TEACHER_FRAMES, _STREAM_TEACHER_TEXT = 10, 11
 _MODEL_SPLIT = 99          # split slot of the collection-wide latent model
 
 
-class GenerationError(ValueError):
+class GenerationError(PRVRBenchError, ValueError):
     """The output location cannot be written as asked."""
 
 

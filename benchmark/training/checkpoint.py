@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from benchmark.errors import PRVRBenchError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PRVRBenchError, ValueError):
     """A checkpoint is missing, unreadable or belongs to another config."""
 
 
