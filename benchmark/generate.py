@@ -10,7 +10,8 @@ import sys
 import time
 
 from benchmark.data.profiles import PROFILES, SCALES
-from benchmark.data.synthetic import GenerationError, generate
+from benchmark.data.synthetic import generate
+from benchmark.errors import PRVRBenchError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         target = generate(args.profile, args.scale, args.seed, args.out,
                           anomalies=args.anomalies, overwrite=args.overwrite)
-    except GenerationError as err:
+    except PRVRBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote SYNTHETIC {args.profile} collection (scale {args.scale}, seed {args.seed}) to "

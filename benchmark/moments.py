@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from benchmark.data.annotations import convert, write_moments
-from benchmark.data.errors import DataError
+from benchmark.errors import PRVRBenchError
 from benchmark.data.text import video_id_of
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         moments = convert(args.format, args.input, durations=args.durations, order=args.order)
         path = write_moments(moments, args.out)
-    except DataError as exc:
+    except PRVRBenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     mv = moments.mv()

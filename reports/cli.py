@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from benchmark.errors import PRVRBenchError
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         edges = parse_edges(args.mv_edges)
         result = build_report(sel, args.out, mv_edges=edges, storage=args.storage,
                               log_to_mlflow=not args.no_log)
-    except ValueError as exc:       # every project input/store error is a ValueError subclass
+    except PRVRBenchError as exc:   # bad input or store; a bug keeps its traceback
         msg = " ".join(str(exc).split())
         print(f"report: error: {msg}", file=sys.stderr)
         return 2

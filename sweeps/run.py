@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from benchmark.errors import PRVRBenchError
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
@@ -48,17 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         spec = studies.get_study(args.study)
-    except KeyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
         runner.run_study(spec, args.collection, data_root=args.data_root, n_trials=args.n_trials,
                          workers=args.workers, storage_url=args.storage,
                          tracking_uri=args.tracking_uri, seed=args.seed, epochs=args.epochs,
                          runs_dir=args.runs_dir, log=lambda m: print(m, flush=True))
-    except runner.SweepError as exc:
+    except runner.WorkersDiedError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3 if "died" in str(exc) else 2
+        return 3
+    except PRVRBenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

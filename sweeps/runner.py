@@ -53,6 +53,10 @@ class SweepError(PRVRBenchError, RuntimeError):
     """A sweep could not start or a worker died; the message says what to do."""
 
 
+class WorkersDiedError(SweepError):
+    """A worker process died mid-sweep; rerunning the same command resumes the study."""
+
+
 @dataclass
 class SweepResult:
     study_name: str
@@ -400,7 +404,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     if dead:
         parent.set_tags({Tag.FAILURE_REASON: f"worker exit codes {exitcodes}"})
         parent.end("FAILED")
-        raise SweepError(f"{len(dead)} worker(s) died (exit codes {exitcodes}; negative: killed "
+        raise WorkersDiedError(f"{len(dead)} worker(s) died (exit codes {exitcodes}; negative: killed "
                          "by that signal, positive: see the traceback above); finished trials "
                          "are kept: rerun the same command to resume the study")
     parent.end("FINISHED")

@@ -15,10 +15,15 @@ from typing import Any, Callable, Literal, Mapping
 
 import optuna
 
+from benchmark.errors import PRVRBenchError
 from benchmark.registry import Registry
 from sweeps import spaces
 
 Objective = Literal["val/SumR"]
+
+
+class StudySpecError(PRVRBenchError, ValueError):
+    """A study spec's fields do not fit together; the message names the study and field."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +53,11 @@ class StudySpec:
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
-            raise ValueError(f"study {self.name!r}: n_trials must be >= 1")
+            raise StudySpecError(f"study {self.name!r}: n_trials must be >= 1")
         if self.workers < 0:
-            raise ValueError(f"study {self.name!r}: workers must be >= 0 (0: in-process)")
+            raise StudySpecError(f"study {self.name!r}: workers must be >= 0 (0: in-process)")
         if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"study {self.name!r}: epochs must be >= 1")
+            raise StudySpecError(f"study {self.name!r}: epochs must be >= 1")
 
     def replace(self, **changes: Any) -> "StudySpec":
         return dataclasses.replace(self, **changes)
@@ -64,7 +69,7 @@ class StudySpec:
                                                n_warmup_steps=self.pruner_warmup_epochs)
         if self.pruner == "threshold":
             if self.pruner_threshold is None:
-                raise ValueError(f"study {self.name!r}: pruner 'threshold' needs pruner_threshold")
+                raise StudySpecError(f"study {self.name!r}: pruner 'threshold' needs pruner_threshold")
             bound = {"lower" if self.direction == "maximize" else "upper": self.pruner_threshold}
             return optuna.pruners.ThresholdPruner(**bound, n_warmup_steps=self.pruner_warmup_epochs)
         if self.pruner == "halving":
