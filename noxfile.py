@@ -1,4 +1,4 @@
-"""nox sessions: tests (default), bench, sweep-tvr/-activitynet/-charades, report, mlflow-ui.
+"""nox sessions: tests (default), lint, bench, sweep-tvr/-activitynet/-charades, report, mlflow-ui.
 
 Every session builds (or reuses) one virtualenv with the pinned project installed; pip inside the
 venv finds the local CPU torch build (docs/toolchain.md). Extra arguments after `--` pass through.
@@ -26,6 +26,14 @@ def tests(session: nox.Session) -> None:
     """The test suite (real MLflow/Optuna stores; PostgreSQL tests run when PRVR_TEST_POSTGRES_URL is set)."""
     _install(session)
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]), env=ENV)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Static checks: ruff (lint and import order) and pyright (basic mode); settings in pyproject.toml."""
+    _install(session)
+    session.run("ruff", "check", ".", env=ENV)
+    session.run("pyright", env=ENV)
 
 
 @nox.session(python=PYTHON)
