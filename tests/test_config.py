@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -204,5 +206,48 @@ def test_naming():
     tags = naming.run_tags(method="kdc-net", variant="kdc-net.no-krd", collection="tvr",
                            synthetic=False, seed=2, extra={"reconstruction": "true"})
     assert tags["synthetic"] == "false" and tags["seed"] == "2" and tags["reconstruction"] == "true"
-    assert tags["git_dirty"] in ("true", "false", "unknown")
-    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+
+
+def _git(repo, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_git_tags_follow_the_checkout(tmp_path, monkeypatch):
+    """git_commit/git_dirty read the checkout at ``naming._REPO``; pointed at a throwaway
+    repository they must report its HEAD and whether a tracked file differs from it."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))   # never find an outer repo
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)            # no user settings
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key in ("GIT_AUTHOR", "GIT_COMMITTER"):
+        monkeypatch.setenv(f"{key}_NAME", "test")
+        monkeypatch.setenv(f"{key}_EMAIL", "test@example.invalid")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "tracked.txt").write_text("one\n")
+    _git(repo, "add", "tracked.txt")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+    monkeypatch.setattr(naming, "_REPO", repo)
+
+    def tags() -> dict[str, str]:
+        return naming.run_tags(method="m", variant="m", collection="tvr", synthetic=True, seed=0)
+
+    assert len(head) == 40 and naming.git_commit() == head
+    assert naming.git_dirty() == "false" and tags()["git_dirty"] == "false"
+    assert tags()["git_commit"] == head
+    (repo / "untracked.txt").write_text("new\n")                    # untracked files do not count
+    assert naming.git_dirty() == "false"
+    (repo / "tracked.txt").write_text("two\n")                      # a tracked file differs
+    assert naming.git_dirty() == "true" and tags()["git_dirty"] == "true"
+    _git(repo, "add", "tracked.txt")                                 # staged still differs from HEAD
+    assert naming.git_dirty() == "true"
+    _git(repo, "commit", "-q", "-m", "second")
+    assert naming.git_dirty() == "false" and naming.git_commit() == _git(repo, "rev-parse", "HEAD") != head
+
+    plain = tmp_path / "not-a-repo"
+    plain.mkdir()
+    monkeypatch.setattr(naming, "_REPO", plain)
+    assert naming.git_dirty() == "unknown" and naming.git_commit() == "unknown"
+    assert tags()["git_dirty"] == "unknown" and tags()["git_commit"] == "unknown"
