@@ -1,4 +1,4 @@
-"""Config layering (docs/architecture.md §6), config.json round trip, stores and naming."""
+"""Config layering (docs/architecture.md §6), config.json round trip and stores."""
 from __future__ import annotations
 
 import json

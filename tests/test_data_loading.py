@@ -268,7 +268,7 @@ def test_steps_per_epoch():
     class Fake:
         num_videos = 257
     assert steps_per_epoch(Fake, 128) == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_size must be positive"):
         steps_per_epoch(Fake, 0)
 
 

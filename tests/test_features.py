@@ -91,6 +91,6 @@ def test_bin_segments_per_video_targets():
 
 
 def test_bin_segments_rejects_empty_video():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one row"):
         bin_segments(np.zeros((3, 2), np.float32), np.array([3, 0]), 4, keep_short=True)
 

@@ -1,6 +1,8 @@
 """HSA (docs/methods.md §9.3.3): shapes, parameter count, convolution windows, gating, padding."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -55,23 +57,88 @@ def test_convolution_windows_are_asymmetric_as_specified():
                 assert torch.allclose(got[n, t], acc.relu(), atol=1e-5), (k, n, t)
 
 
+def _loop_hsa(hsa, tokens, mask, sentence, *, scale_agg="attention", fusion="gate"):
+    """docs/methods.md §9.3.3 restated with Python loops over queries, positions and scales,
+    reading only the module's parameters (never its methods). Returns (q, u, z); z is None
+    without a gate. Everything in float64."""
+    d = lambda t: t.detach().double()                                    # noqa: E731
+    x, mu, qbar = d(tokens) * d(mask)[..., None], d(mask), d(sentence)   # H ⊙ μ
+    nq, length, _ = x.shape
+    qs, us, zs = [], [], []
+    for n in range(nq):
+        valid = [t for t in range(length) if mu[n, t] > 0]
+        pooled = []                                                      # p^(k), one per scale
+        for conv, pool in zip(hsa.convs, hsa.pools):
+            w, b, k = d(conv.weight), d(conv.bias), conv.weight.shape[-1]
+            left = (k - 1) // 2                                          # floor((k-1)/2) on the left
+            states = []
+            for t in range(length):
+                acc = b.clone()
+                for j in range(k):
+                    s = t - left + j
+                    if 0 <= s < length:                                  # zero padding outside
+                        acc = acc + w[:, :, j] @ x[n, s]
+                states.append(acc.clamp(min=0.0))                        # ReLU
+            wp = d(pool.score.weight)[0]
+            logits = [float(wp @ states[t]) for t in valid]              # softmax over valid tokens
+            top = max(logits)
+            e = [math.exp(v - top) for v in logits]
+            pooled.append(sum((ei / sum(e)) * states[t] for ei, t in zip(e, valid)))
+        if scale_agg == "attention":
+            ws = d(hsa.scale_score.weight)[0]
+            logits = [float(ws @ p) for p in pooled]
+            top = max(logits)
+            e = [math.exp(v - top) for v in logits]
+            a = [ei / sum(e) for ei in e]
+        else:
+            a = [1.0 / len(pooled)] * len(pooled)
+        u = sum(ak * p for ak, p in zip(a, pooled))
+        z = None
+        if fusion == "gate":
+            z = torch.sigmoid(d(hsa.gate.weight) @ torch.cat([qbar[n], u]) + d(hsa.gate.bias))
+            q = z * u + (1 - z) * qbar[n]
+        elif fusion == "mean":
+            q = (qbar[n] + u) / 2
+        else:
+            q = u
+        qs.append(q)
+        us.append(u)
+        zs.append(z)
+    stack = lambda v: None if v[0] is None else torch.stack(v)           # noqa: E731
+    return torch.stack(qs), torch.stack(us), stack(zs)
+
+
+@pytest.mark.parametrize("kernels", [(1, 2, 3), (1,), (2, 4), (1, 2, 3, 4)])
+@pytest.mark.parametrize("scale_agg", ["attention", "mean"])
+@pytest.mark.parametrize("fusion", ["gate", "mean", "phrase"])
+def test_forward_matches_loop_oracle(kernels, scale_agg, fusion):
+    tokens, mask, sentence = _inputs()
+    hsa = _hsa(kernels=kernels, scale_agg=scale_agg, fusion=fusion)
+    assert (hsa.gate is None) == (fusion != "gate")              # unused modules are not built
+    want, _, _ = _loop_hsa(hsa, tokens, mask, sentence, scale_agg=scale_agg, fusion=fusion)
+    got = hsa(tokens, mask, sentence)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    # float64 end to end: agreement to rounding
+    got64 = hsa.double()(tokens.double(), mask.double(), sentence.double())
+    torch.testing.assert_close(got64, want, rtol=1e-10, atol=1e-12)
+
+
 def test_gate_in_unit_interval_and_near_half_at_init():
     tokens, mask, sentence = _inputs()
     hsa = _hsa(hidden=16)
-    phrase = torch.einsum("nk,nkd->nd", hsa.scale_weights(hsa.phrase_features(tokens, mask)),
-                          hsa.phrase_features(tokens, mask))
-    z = hsa.gate_values(sentence, phrase)
+    _, u, z = _loop_hsa(hsa, tokens, mask, sentence)
     assert ((z > 0) & (z < 1)).all()
     # weights N(0, 0.02²) and zero bias: z scatters a few hundredths around 0.5
     assert abs(z.mean().item() - 0.5) < 0.02
     assert (z - 0.5).abs().max() < 0.15
-    want = z * phrase + (1 - z) * sentence
-    assert torch.allclose(hsa(tokens, mask, sentence), want, atol=1e-6)
-    # a saturated gate selects one side
+    # a saturated gate selects the phrase side, a closed one the sentence side
     with torch.no_grad():
         hsa.gate.weight.zero_()
         hsa.gate.bias.fill_(50.0)
-    assert torch.allclose(hsa(tokens, mask, sentence), phrase, atol=1e-6)
+    torch.testing.assert_close(hsa(tokens, mask, sentence).double(), u, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        hsa.gate.bias.fill_(-50.0)
+    assert torch.allclose(hsa(tokens, mask, sentence), sentence, atol=1e-6)
 
 
 def test_scale_attention_weights_sum_to_one_and_mean_aggregation_is_uniform():
@@ -94,17 +161,6 @@ def test_padding_invariance():
     # and garbage in already padded slots changes nothing either
     dirty = tokens.masked_fill((mask == 0)[..., None], 7.0)
     assert torch.allclose(base, hsa(dirty, mask, sentence), atol=1e-6)
-
-
-def test_mean_and_phrase_fusion():
-    tokens, mask, sentence = _inputs()
-    for fusion in ("mean", "phrase"):
-        hsa = _hsa(fusion=fusion)
-        assert hsa.gate is None
-        phrases = hsa.phrase_features(tokens, mask)
-        u = torch.einsum("nk,nkd->nd", hsa.scale_weights(phrases), phrases)
-        want = u if fusion == "phrase" else (u + sentence) / 2
-        assert torch.allclose(hsa(tokens, mask, sentence), want, atol=1e-6)
 
 
 def test_gradients_reach_every_parameter():

@@ -1,6 +1,9 @@
 """Run identity: names and tags of a run, built once (benchmark.naming, benchmark.experiment)."""
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from benchmark import naming
@@ -61,3 +64,50 @@ def test_prepare_refuses_an_identity_that_disagrees_with_the_data(tiny_root):
     cfg = load_config("mean-pool", "tvr", data_root=str(tiny_root))
     with pytest.raises(ConfigError, match="synthetic"):
         prepare(cfg, identify(cfg, False))
+
+
+def _git(repo, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_git_tags_follow_the_checkout(tmp_path, monkeypatch):
+    """git_commit/git_dirty read the checkout at ``naming._REPO``; pointed at a throwaway
+    repository they must report its HEAD and whether a tracked file differs from it."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))   # never find an outer repo
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)            # no user settings
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key in ("GIT_AUTHOR", "GIT_COMMITTER"):
+        monkeypatch.setenv(f"{key}_NAME", "test")
+        monkeypatch.setenv(f"{key}_EMAIL", "test@example.invalid")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "tracked.txt").write_text("one\n")
+    _git(repo, "add", "tracked.txt")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+    monkeypatch.setattr(naming, "_REPO", repo)
+
+    cfg = load_config("mean-pool", "tvr", data_root="x")
+
+    def tags() -> dict[str, str]:
+        return identify(cfg, True).tags()
+
+    assert len(head) == 40 and naming.git_commit() == head
+    assert naming.git_dirty() == "false" and tags()["git_dirty"] == "false"
+    assert tags()["git_commit"] == head
+    (repo / "untracked.txt").write_text("new\n")                    # untracked files do not count
+    assert naming.git_dirty() == "false"
+    (repo / "tracked.txt").write_text("two\n")                      # a tracked file differs
+    assert naming.git_dirty() == "true" and tags()["git_dirty"] == "true"
+    _git(repo, "add", "tracked.txt")                                 # staged still differs from HEAD
+    assert naming.git_dirty() == "true"
+    _git(repo, "commit", "-q", "-m", "second")
+    assert naming.git_dirty() == "false" and naming.git_commit() == _git(repo, "rev-parse", "HEAD") != head
+
+    plain = tmp_path / "not-a-repo"
+    plain.mkdir()
+    monkeypatch.setattr(naming, "_REPO", plain)
+    assert naming.git_dirty() == "unknown" and naming.git_commit() == "unknown"
+    assert tags()["git_dirty"] == "unknown" and tags()["git_commit"] == "unknown"

@@ -40,6 +40,17 @@ def test_two_step_update_by_hand():
     assert opt.current_lr() == pytest.approx(0.1)
 
 
+def _clipped_grads(clip: str) -> list[torch.Tensor]:
+    """The gradients BertAdam leaves on two tensors after one step with ``clip`` at max norm 1."""
+    c = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    d = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = BertAdam([c, d], lr=1.0, t_total=0, weight_decay=0.0, max_grad_norm=1.0, clip=clip)
+    c.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)     # norm 5
+    d.grad = torch.tensor([0.0, 12.0], dtype=torch.float64)    # norm 12; both norms: 13
+    opt.step()
+    return [c.grad, d.grad]
+
+
 def test_per_tensor_and_global_clipping():
     a = nn.Parameter(torch.zeros(2, dtype=torch.float64))
     b = nn.Parameter(torch.zeros(2, dtype=torch.float64))
@@ -50,14 +61,22 @@ def test_per_tensor_and_global_clipping():
     assert torch.allclose(a.grad, torch.tensor([0.6, 0.8], dtype=torch.float64))
     assert torch.allclose(b.grad, torch.tensor([0.3, 0.4], dtype=torch.float64))
 
-    c = nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    d = nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    opt = BertAdam([c, d], lr=1.0, t_total=0, weight_decay=0.0, max_grad_norm=1.0, clip="global")
-    c.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)
-    d.grad = torch.tensor([0.0, 0.0], dtype=torch.float64)
-    d.grad[0] = 0.0
-    opt.step()
-    assert torch.allclose(c.grad.norm(), torch.tensor(1.0, dtype=torch.float64))
+    # per tensor: each gradient scaled by 1/(own norm + 1e-6) (torch's clip_grad_norm_ eps)
+    c, d = _clipped_grads("per_tensor")
+    torch.testing.assert_close(c, torch.tensor([3.0, 4.0], dtype=torch.float64) / (5 + 1e-6))
+    torch.testing.assert_close(d, torch.tensor([0.0, 12.0], dtype=torch.float64) / (12 + 1e-6))
+    # global: one total norm sqrt(5² + 12²) = 13 over both tensors, one common scale
+    scale = 1.0 / (13.0 + 1e-6)
+    c_global, d_global = _clipped_grads("global")
+    torch.testing.assert_close(c_global, torch.tensor([3.0 * scale, 4.0 * scale], dtype=torch.float64),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d_global, torch.tensor([0.0, 12.0 * scale], dtype=torch.float64),
+                               rtol=1e-12, atol=1e-12)
+    assert torch.linalg.vector_norm(torch.cat([c_global, d_global])).item() == pytest.approx(1.0, abs=1e-6)
+    # the two modes disagree here: per tensor leaves each norm at 1, globally c keeps 5/13
+    assert c.norm().item() == pytest.approx(1.0, abs=1e-6)
+    assert c_global.norm().item() == pytest.approx(5 / 13, abs=1e-6)
+    assert not torch.allclose(c, c_global) and not torch.allclose(d, d_global)
 
 
 def _oracle(params0, grads, *, lr, t_total, warmup, wd, max_norm, bias_correction=False,

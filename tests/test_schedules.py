@@ -1,14 +1,16 @@
 """Schedules pinned against the tables of docs/methods.md §5.3 and §6.5."""
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import get_args
 
 import pytest
 
 from benchmark.interface import Progress
 from benchmark.overrides import ConfigError, apply_overrides
-from benchmark.schedules import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, Schedule, reference_beta_floor,
-                                 schedule_delta, soft_target_schedule)
+from benchmark.schedules import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, Schedule, ScheduleKind,
+                                 reference_beta_floor, schedule_delta, soft_target_schedule)
 
 EPOCHS = [0, 10, 20, 30, 40, 50, 60, 70, 80]
 
@@ -104,12 +106,73 @@ def test_alpha_beta_alternatives():
         soft_target_schedule("step", 0.8, 0.0)  # type: ignore[arg-type]
 
 
+def _sigma(e: float, k: float) -> float:
+    return k / (k + math.exp(100.0 * e / k))           # §5.3 / §6.5: k/(k + exp(100e/k))
+
+
+# One schedule per kind with non-default parameters, and its value at 0-based epoch e of n,
+# written out from docs/methods.md §5.3 (decay_way table) and §6.5 (α/β alternatives).
+CLOSED_FORMS = {
+    "constant": (dict(start=0.7, floor=0.2), lambda e, n: 0.7),
+    "exp": (dict(start=0.8, base=0.9, floor=0.05), lambda e, n: max(0.8 * 0.9 ** e, 0.05)),
+    "linear": (dict(start=2.0, slope=-0.02, intercept=0.9, linear_floor=0.1, floor=0.25),
+               lambda e, n: max(2.0 * max(-0.02 * e + 0.9, 0.1), 0.25)),
+    "sigmoid": (dict(start=0.6, sigmoid_k=400.0, floor=0.1),
+                lambda e, n: max(0.6 * _sigma(e, 400.0), 0.1)),
+    "linear-anneal": (dict(start=0.8, floor=0.2), lambda e, n: max(0.8 + (0.2 - 0.8) * e / n, 0.2)),
+    "cosine": (dict(start=0.8, floor=0.1),
+               lambda e, n: 0.1 + 0.5 * (0.8 - 0.1) * (1 + math.cos(math.pi * e / n))),
+    "rising-exp": (dict(start=0.5, base=0.9), lambda e, n: 0.5 * (1 - 0.9 ** e)),
+    "rising-linear": (dict(start=0.5, slope=-0.02, intercept=0.9, linear_floor=0.1),
+                      lambda e, n: 0.5 * (1 - max(-0.02 * e + 0.9, 0.1))),
+    "rising-sigmoid": (dict(start=0.5, sigmoid_k=400.0), lambda e, n: 0.5 * (1 - _sigma(e, 400.0))),
+    "capped-exp-growth": (dict(start=0.002, base=1.1, cap=0.05),
+                          lambda e, n: min(0.002 * 1.1 ** e, 0.05)),
+    "rising-capped": (dict(start=0.3, base=0.9, cap=0.2, floor=0.01),
+                      lambda e, n: max(min(0.3 * (1 - 0.9 ** e), 0.2), 0.01)),
+}
+
+
+def test_closed_forms_cover_every_kind():
+    assert set(CLOSED_FORMS) == set(get_args(ScheduleKind))
+
+
+@pytest.mark.parametrize("kind", sorted(CLOSED_FORMS))
+def test_every_kind_matches_its_closed_form(kind):
+    params, want = CLOSED_FORMS[kind]
+    s = Schedule(kind=kind, **params)
+    # epochs chosen so each floor, cap and clamp is both reached and not reached
+    for n in (120, 60):
+        for e in (0, 1, 3, 17, 45, 60, 119, 150):
+            got = s(Progress(epoch=e, num_epochs=n, step=0, steps_per_epoch=1))
+            assert got == pytest.approx(want(e, n), rel=1e-12, abs=1e-15), (kind, e, n)
+
+
+def test_floor_above_start_wins_for_constant():
+    assert Schedule(kind="constant", start=0.1, floor=0.3)(
+        Progress(epoch=5, num_epochs=10, step=0, steps_per_epoch=1)) == 0.3
+
+
 def test_schedule_is_pure_and_frozen():
     s = REFERENCE_KD_DECAYS[1]
-    p = Progress(epoch=10, num_epochs=100, step=3, steps_per_epoch=5)
-    assert s(p) == s(p)
-    with pytest.raises(Exception):
+    before = dataclasses.replace(s)
+    # the value depends on the epoch only: not on steps taken nor steps per epoch
+    for step, per_epoch in ((3, 5), (0, 1), (57, 5), (999, 100)):
+        p = Progress(epoch=10, num_epochs=100, step=step, steps_per_epoch=per_epoch)
+        assert s(p) == pytest.approx(0.95 ** 10, rel=1e-12)
+    assert s == before
+    with pytest.raises(dataclasses.FrozenInstanceError, match="base"):
         s.base = 0.5  # type: ignore[misc]
+
+
+def test_bad_schedules_rejected():
+    p = Progress(epoch=1, num_epochs=10, step=0, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="quadratic"):
+        Schedule(kind="quadratic")(p)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sigmoid_k"):
+        Schedule(kind="sigmoid", sigmoid_k=0.0)
+    with pytest.raises(ValueError, match="base"):
+        Schedule(kind="exp", base=-0.5)
 
 
 def test_schedule_through_overrides():
