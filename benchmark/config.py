@@ -58,7 +58,6 @@ class TrainConfig:
     epochs: int = 100                     # ref: n_epoch 100 (ms-sl config.py)
     batch_size: int = 128                 # ref: bsz 128 videos
     early_stop_patience: int = 10         # ref: max_es_cnt 10; stop when es_cnt > patience
-    num_workers: int = 0                  # loader runs in-process; the reference's 8 workers add no randomness
     val_every: int = 1                    # validate every N epochs (ref: every epoch)
     detect_anomaly: bool = False          # PAPER-VS-CODE §3.5: reference trains under detect_anomaly (slow, same numbers)
 

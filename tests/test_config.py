@@ -9,7 +9,7 @@ import pytest
 from benchmark import naming, stores
 from benchmark.config import (ConfigError, ExperimentConfig, config_hash, default_config, flatten,
                               load_config, load_saved_config, save_config, with_overrides)
-from benchmark.registry import METHODS, list_methods, register_method, register_variant
+from benchmark.registry import METHODS, get_method, list_methods, register_method, register_variant
 
 COLLECTIONS = ("tvr", "activitynet", "charades")
 
@@ -111,6 +111,41 @@ def test_unknown_key_suggests_and_wrong_type_names_key():
         load_config("mean-pool", "tvr", overrides={"train.epochs": "0"})
     with pytest.raises(ConfigError, match=r"temperature must be > 0"):
         load_config("mean-pool", "tvr", overrides={"method.temperature": "-1"})
+
+
+def test_renamed_keys_point_at_the_new_name(tmp_path, capsys):
+    from benchmark.overrides import RENAMED_KEYS, apply_overrides
+    from benchmark.train import main
+
+    for old, new in RENAMED_KEYS.items():                       # every layer walks one table
+        with pytest.raises(ConfigError, match=rf"'{old}' was renamed to '{new}'; use 'method\.{new}'"):
+            load_config("ms-sl", "tvr", overrides={f"method.{old}": "2"})
+        with pytest.raises(ConfigError, match=rf"'{old}' was renamed to '{new}'"):
+            apply_overrides(get_method("dl-dkd").default_config, {old: 2})   # variant deltas
+    user = tmp_path / "old.toml"
+    user.write_text("[method]\nhidden = 64\n")
+    with pytest.raises(ConfigError, match=r"'hidden' was renamed to 'hidden_size'.*old\.toml"):
+        load_config("ms-sl", "tvr", config_files=[user])
+    assert main(["--method", "ms-sl", "--collection", "tvr", "--data-root", str(tmp_path),
+                 "--set", "method.hidden=64"]) != 0
+    assert "'hidden' was renamed to 'hidden_size'" in capsys.readouterr().err
+    # where the new name is not a field either, the key is simply unknown
+    with pytest.raises(ConfigError, match=r"unknown config key 'method\.heads'"):
+        load_config("mean-pool", "tvr", overrides={"method.heads": "2"})
+
+
+def test_removed_keys_are_refused_by_name(tmp_path):
+    cfg = load_config("mean-pool", "tvr", data_root=tmp_path)
+    saved = json.loads(save_config(cfg, tmp_path / "config.json").read_text())
+    saved["train"]["num_workers"] = 8                            # a config.json from before
+    old = tmp_path / "old-config.json"
+    old.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"'train\.num_workers' was removed"):
+        load_saved_config(old)
+    with pytest.raises(ConfigError, match=r"'train\.num_workers' was removed.*old-config\.json"):
+        load_config("mean-pool", "tvr", config_files=[old])
+    with pytest.raises(ConfigError, match=r"'train\.num_workers' was removed"):
+        load_config("mean-pool", "tvr", overrides={"train.num_workers": "2"})
 
 
 def test_user_file_errors_name_the_file(tmp_path):
