@@ -405,8 +405,14 @@ class DLDKD(PRVRMethod):
 # -- registrations ----------------------------------------------------------------------------
 
 DL_DKD_CONFIG = DLDKDConfig()
-DL_DKD_PP_CONFIG = DLDKDConfig(separate_query_projection=True, label_style="soft",
-                               resample_to_teacher_length=True)
+#: The journal code's defaults where they differ from the ICCV code's (the rest of its recipe,
+#: margin 0.2, hard_pool_size 20, nce 0.04, KD 0.1·0.95^e at τ 0.2, α0 = β0 = 0.8 sigmoid, is
+#: DLDKDConfig's; per-collection values are in methods/presets/dl-dkd++.toml).
+DL_DKD_PP_CONFIG = DLDKDConfig(
+    separate_query_projection=True,    # ref: master gives each branch its own query_* / exp_* modules
+    label_style="soft",                # ref: --label_style soft (all three scripts)
+    explore_nce_weight=0.04,           # ref: --explore_nce_weight 0.04 (--inher_nce_weight 0.04)
+    resample_to_teacher_length=True)   # ref: data_provider resamples students to the teacher length
 
 register_method("dl-dkd", DLDKD, DL_DKD_CONFIG,
                 "dual-branch student with decaying CLIP frame KD (ICCV 2023 code, branch iccv)")

@@ -7,8 +7,9 @@ import sys
 import pytest
 
 from benchmark import naming, stores
-from benchmark.config import (ConfigError, ExperimentConfig, config_hash, default_config, flatten,
-                              load_config, load_saved_config, save_config, with_overrides)
+from benchmark.config import (ConfigError, ExperimentConfig, collection_preset, config_hash,
+                              default_config, flatten, load_config, load_saved_config,
+                              method_preset_layers, save_config, with_overrides)
 from benchmark.registry import METHODS, get_method, list_methods, register_method, register_variant
 
 COLLECTIONS = ("tvr", "activitynet", "charades")
@@ -96,6 +97,54 @@ def test_each_layer_wins_in_order(probe, tmp_path):
                         trial_overrides={"method.temperature": 0.17})
     assert trial.method.temperature == 0.17                       # trial beats --set
     assert trial.method.dropout == 0.3                            # earlier layers survive
+
+
+def test_preset_inherits_another_base_file(probe, tmp_path):
+    presets = tmp_path / "probe_pkg" / "presets"
+    (presets / "layer-child.toml").write_text(
+        'inherits = "layer-probe"\n[tvr.method]\nv2t_weight = 0.25\n[default.train]\nepochs = 8\n')
+    import probe_pkg
+    try:
+        register_method("layer-child", probe_pkg.Probe, probe_pkg.ProbeConfig(), "inheriting probe")
+        child = load_config("layer-child", "tvr")
+        assert child.method.temperature == 0.09 and child.eval.video_chunk == 128   # parent's [tvr]
+        assert child.seed == 11                                                    # parent's [default]
+        assert child.method.v2t_weight == 0.25                                     # own [tvr]
+        assert child.train.epochs == 8               # own [default] beats the whole parent file
+        for bad, match in (('"nope"', "must name a registered base method"),
+                           ('"layer-probe.var"', "must name a registered base method"),
+                           ('"layer-child"', "makes a cycle")):
+            (presets / "layer-child.toml").write_text(f"inherits = {bad}\n")
+            with pytest.raises(ConfigError, match=match):
+                load_config("layer-child", "tvr")
+        (presets / "layer-child.toml").write_text("seed = 3\n")
+        with pytest.raises(ConfigError, match="top-level key 'seed' is not a table"):
+            load_config("layer-child", "tvr")
+    finally:
+        METHODS._items.pop("layer-child", None)
+
+
+def _leaf_keys(table, prefix=""):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_presets_hold_only_differences(collection):
+    """No preset value restates what the layers below it already give (dataclass defaults,
+    the registered method config, collections.toml, an inherited file)."""
+    for entry in (e for e in list_methods() if not e.is_variant):
+        cfg = default_config(entry.name, collection)
+        layers = [("benchmark/presets/collections.toml", collection_preset(collection))]
+        for source, layer in layers + method_preset_layers(entry.name, collection):
+            below, cfg = flatten(cfg), with_overrides(cfg, layer)
+            above = flatten(cfg)
+            for key in _leaf_keys(layer):
+                assert above[key] != below[key], \
+                    f"{entry.name}: {source} sets {key} = {above[key]!r}, the value it already has"
 
 
 def test_unknown_key_suggests_and_wrong_type_names_key():
