@@ -15,9 +15,12 @@ rejects unknown keys with suggestions and wrong types naming the key):
    ``--set`` overrides;
 7. a sweep trial's overrides.
 
-``data.collection`` and ``method_name`` are identity, not settings: they are fixed by the
-arguments and a file that disagrees is an error. ``data_root`` given as an argument wins over a
-file's (a saved config.json rerun on another machine keeps its data where it is).
+``method_name`` chooses the method class, so it is settled before any layer applies: the
+argument, unless ``--set`` or a sweep trial's overrides hold a ``method_name`` key (the later
+layer wins; a search space can thus choose the method like any other config path). A config
+file that names another method, or another ``data.collection``, is an error: files are
+identity-checked. ``data_root`` given as an argument wins over a file's (a saved config.json
+rerun on another machine keeps its data where it is).
 """
 from __future__ import annotations
 
@@ -252,9 +255,16 @@ def load_config(method_name: str, collection: str, *, data_root: str | Path | No
     """Resolve the config of one run through the layers of the module docstring.
 
     ``top`` holds top-level shortcuts applied just before ``overrides`` (dotted keys allowed,
-    e.g. ``seed=3`` or ``**{"train.epochs": 2}``). Raises ConfigError (unknown method or key,
-    wrong type, invalid value) naming the key and the layer it came from.
+    e.g. ``seed=3`` or ``**{"train.epochs": 2}``). A ``method_name`` key in ``overrides`` or
+    ``trial_overrides`` replaces the ``method_name`` argument. Raises ConfigError (unknown method
+    or key, wrong type, invalid value) naming the key and the layer it came from.
     """
+    overrides, trial_overrides = dict(overrides or {}), dict(trial_overrides or {})
+    for layer in (overrides, trial_overrides):
+        method_name = layer.pop("method_name", method_name)
+    if not isinstance(method_name, str):
+        raise ConfigError(f"config key 'method_name': expected a registered method name, got "
+                          f"{method_name!r}")
     entry = get_method(method_name)
     cfg = default_config(method_name, collection)
     cfg = _apply(cfg, collection_preset(collection), f"benchmark/presets/collections.toml [{collection}]")

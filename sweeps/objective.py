@@ -168,10 +168,9 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     trial.set_user_attr(ATTR_PID_START, process_start_time(pid))
 
     values = dict(ctx.spec.space(trial))
-    method_name = values.pop("method_name", ctx.spec.method)
-    seed = int(values.pop("seed", trial_seed(ctx, trial.number)))
-    cfg = load_config(method_name, ctx.collection, data_root=ctx.data_root,
-                      trial_overrides=trial_overrides(ctx, values, seed))
+    cfg = load_config(ctx.spec.method, ctx.collection, data_root=ctx.data_root,
+                      trial_overrides=trial_overrides(ctx, values, trial_seed(ctx, trial.number)))
+    method_name, seed = cfg.method_name, cfg.seed      # a space may choose either
     entry = get_method(method_name)
     tags = {
         **dict(entry.tags),

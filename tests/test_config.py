@@ -197,6 +197,27 @@ def test_removed_keys_are_refused_by_name(tmp_path):
         load_config("mean-pool", "tvr", overrides={"train.num_workers": "2"})
 
 
+def test_method_name_and_seed_are_ordinary_override_keys(tmp_path):
+    """A sweep space's dict goes to load_config untouched: method_name picks the method class
+    (its presets and variant delta included) before the other layers; seed is a plain field."""
+    values = {"method_name": "ms-sl.clip-only", "seed": 3, "optim.lr": 1e-4}
+    cfg = load_config("mean-pool", "tvr", trial_overrides=values)
+    assert cfg == load_config("ms-sl.clip-only", "tvr", seed=3, **{"optim.lr": 1e-4})
+    assert cfg.method.margin == 0.1 and cfg.method.frame_weight == 0.0   # ms-sl [tvr] + its delta
+    flat = flatten(cfg)
+    assert all(flat[key] == value for key, value in values.items())     # Optuna name = MLflow param
+    sets = load_config("mean-pool", "tvr", overrides={"method_name": "ms-sl", "method.margin": "0.3"})
+    assert sets.method_name == "ms-sl" and sets.method.margin == 0.3
+    trial = load_config("mean-pool", "tvr", overrides={"method_name": "ms-sl"},
+                        trial_overrides={"method_name": "dl-dkd"})
+    assert trial.method_name == "dl-dkd"                                 # the later layer wins
+    saved = save_config(load_config("mean-pool", "tvr"), tmp_path / "config.json")
+    with pytest.raises(ConfigError, match=r"method_name 'mean-pool' differs"):
+        load_config("mean-pool", "tvr", config_files=[saved], trial_overrides={"method_name": "ms-sl"})
+    with pytest.raises(KeyError, match="ms-sl"):
+        load_config("mean-pool", "tvr", overrides={"method_name": "ms-ls"})
+
+
 def test_user_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nepocs = 3\n")
