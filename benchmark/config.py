@@ -6,16 +6,21 @@ rejects unknown keys with suggestions and wrong types naming the key):
 1. dataclass defaults (the reference code defaults; the method section starts from the *base*
    method's registered default config);
 2. ``benchmark/presets/collections.toml``, the table of the collection;
-3. ``methods/presets/<base>.toml`` next to the method class: ``[default]`` then ``[<collection>]``;
+3. ``methods/presets/<base>.toml`` next to the method class: the layers of the file it names in
+   ``inherits`` (if any), then its ``[default]``, then its ``[<collection>]``. Presets hold only
+   what differs from the layers below (tests/test_config.py checks it);
 4. the variant's delta (paths relative to the method config, so applied under ``method.``);
 5. user files (``--config a.toml`` or a saved ``config.json``), in the order given;
 6. top-level keyword shortcuts of :func:`load_config` (CLI flags such as ``--epochs``), then the
    ``--set`` overrides;
 7. a sweep trial's overrides.
 
-``data.collection`` and ``method_name`` are identity, not settings: they are fixed by the
-arguments and a file that disagrees is an error. ``data_root`` given as an argument wins over a
-file's (a saved config.json rerun on another machine keeps its data where it is).
+``method_name`` chooses the method class, so it is settled before any layer applies: the
+argument, unless ``--set`` or a sweep trial's overrides hold a ``method_name`` key (the later
+layer wins; a search space can thus choose the method like any other config path). A config
+file that names another method, or another ``data.collection``, is an error: files are
+identity-checked. ``data_root`` given as an argument wins over a file's (a saved config.json
+rerun on another machine keeps its data where it is).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from benchmark.interface import MethodConfig
 from benchmark.overrides import ConfigError, apply_overrides, flatten as _flatten, to_jsonable
-from benchmark.registry import get_method
+from benchmark.registry import METHODS, get_method
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +63,6 @@ class TrainConfig:
     epochs: int = 100                     # ref: n_epoch 100 (ms-sl config.py)
     batch_size: int = 128                 # ref: bsz 128 videos
     early_stop_patience: int = 10         # ref: max_es_cnt 10; stop when es_cnt > patience
-    num_workers: int = 0                  # loader runs in-process; the reference's 8 workers add no randomness
     val_every: int = 1                    # validate every N epochs (ref: every epoch)
     detect_anomaly: bool = False          # PAPER-VS-CODE §3.5: reference trains under detect_anomaly (slow, same numbers)
 
@@ -84,9 +88,9 @@ class OptimConfig:
     clip: Literal["per_tensor", "global"] = "per_tensor"   # ref clips each tensor separately
     max_grad_norm: float = 1.0            # ref: BertAdam max_grad_norm; <= 0 switches clipping off
     bias_correction: bool = False         # ref: BertAdam has none
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-6
+    beta1: float = 0.9                    # ref: BertAdam b1 (docs/methods.md §3.5)
+    beta2: float = 0.999                  # ref: BertAdam b2
+    eps: float = 1e-6                     # ref: BertAdam e
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -157,20 +161,48 @@ def collection_preset(collection: str) -> dict[str, Any]:
     return dict(_read_toml(res, "collection presets").get(collection, {}))
 
 
-def method_preset_layers(method_name: str, collection: str) -> list[tuple[str, dict[str, Any]]]:
-    """``[default]`` then ``[<collection>]`` of methods/presets/<base>.toml, located through
-    importlib.resources of the package holding the method class. A missing file is no preset."""
-    entry = get_method(method_name)
-    package = entry.cls.__module__.rpartition(".")[0] or entry.cls.__module__
-    res = importlib.resources.files(package) / "presets" / f"{entry.base}.toml"
+def _preset_file(base: str):
+    """methods/presets/<base>.toml, found through importlib.resources of the package holding
+    the method class (so a plug-in package ships its own presets)."""
+    cls = get_method(base).cls
+    package = cls.__module__.rpartition(".")[0] or cls.__module__
+    return importlib.resources.files(package) / "presets" / f"{base}.toml"
+
+
+def _preset_table_layers(base: str, collection: str, chain: tuple[str, ...] = ()
+                         ) -> list[tuple[str, dict[str, Any]]]:
+    """The layers of ``base``'s preset file: first those of the file it ``inherits`` (whole
+    file), then its own ``[default]`` and ``[<collection>]``."""
+    res = _preset_file(base)
     if not res.is_file():
         return []
     table = _read_toml(res, "method preset")
-    layers = []
+    for key, value in table.items():
+        if key != "inherits" and not isinstance(value, dict):
+            raise ConfigError(f"method preset {res}: top-level key {key!r} is not a table; "
+                              "only 'inherits' may stand outside [default] and [<collection>]")
+    layers: list[tuple[str, dict[str, Any]]] = []
+    parent = table.get("inherits")
+    if parent is not None:
+        if not isinstance(parent, str) or parent not in METHODS or get_method(parent).is_variant:
+            raise ConfigError(f"method preset {res}: inherits = {parent!r} must name a registered "
+                              "base method")
+        if parent in chain + (base,):
+            raise ConfigError(f"method preset {res}: inherits = {parent!r} makes a cycle "
+                              f"({' -> '.join(chain + (base, parent))})")
+        if not _preset_file(parent).is_file():
+            raise ConfigError(f"method preset {res}: inherits = {parent!r}, which has no preset file")
+        layers += _preset_table_layers(parent, collection, chain + (base,))
     for section in ("default", collection):
         if section in table:
             layers.append((f"{res} [{section}]", dict(table[section])))
     return layers
+
+
+def method_preset_layers(method_name: str, collection: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(source, table)`` layers of methods/presets/<base>.toml: the inherited file's layers,
+    then ``[default]``, then ``[<collection>]``. A missing file is no preset."""
+    return _preset_table_layers(get_method(method_name).base, collection)
 
 
 def read_user_file(path: str | Path) -> dict[str, Any]:
@@ -223,9 +255,16 @@ def load_config(method_name: str, collection: str, *, data_root: str | Path | No
     """Resolve the config of one run through the layers of the module docstring.
 
     ``top`` holds top-level shortcuts applied just before ``overrides`` (dotted keys allowed,
-    e.g. ``seed=3`` or ``**{"train.epochs": 2}``). Raises ConfigError (unknown method or key,
-    wrong type, invalid value) naming the key and the layer it came from.
+    e.g. ``seed=3`` or ``**{"train.epochs": 2}``). A ``method_name`` key in ``overrides`` or
+    ``trial_overrides`` replaces the ``method_name`` argument. Raises ConfigError (unknown method
+    or key, wrong type, invalid value) naming the key and the layer it came from.
     """
+    overrides, trial_overrides = dict(overrides or {}), dict(trial_overrides or {})
+    for layer in (overrides, trial_overrides):
+        method_name = layer.pop("method_name", method_name)
+    if not isinstance(method_name, str):
+        raise ConfigError(f"config key 'method_name': expected a registered method name, got "
+                          f"{method_name!r}")
     entry = get_method(method_name)
     cfg = default_config(method_name, collection)
     cfg = _apply(cfg, collection_preset(collection), f"benchmark/presets/collections.toml [{collection}]")

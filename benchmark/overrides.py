@@ -20,6 +20,33 @@ class ConfigError(PRVRBenchError, ValueError):
     """A config key or value is invalid; the message names the key and the problem."""
 
 
+#: Field names retired for one vocabulary across method configs: old name -> new name. A key
+#: with an old name is an error pointing at the new one wherever the new one is a field.
+RENAMED_KEYS: dict[str, str] = {
+    "hidden": "hidden_size",
+    "heads": "num_heads",
+    "hard_pool": "hard_pool_size",
+    "v2t_hard": "triplet_v2t_hard",
+}
+
+#: Fields removed because nothing read them: dotted path from the ExperimentConfig root -> why.
+#: A saved config.json that still holds one is refused, naming the key; delete it to rerun.
+REMOVED_KEYS: dict[str, str] = {
+    "train.num_workers": "the loaders always ran in-process and nothing read it",
+}
+
+
+def _unknown_key(name: str, key: str, names: list[str]) -> ConfigError:
+    """The error for a key that is not a field: renamed, removed, or a typo with suggestions."""
+    new = RENAMED_KEYS.get(name)
+    if new in names:
+        new_key = key[: len(key) - len(name)] + new
+        return ConfigError(f"config key {key!r}: {name!r} was renamed to {new!r}; use {new_key!r}")
+    if key in REMOVED_KEYS:
+        return ConfigError(f"config key {key!r} was removed ({REMOVED_KEYS[key]}); delete it")
+    return ConfigError(f"unknown config key {key!r}{_suggest(name, names)}")
+
+
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -191,7 +218,7 @@ def apply_overrides(obj, overrides: Mapping[str, Any], *, prefix: str = ""):
     for name, value in tree.items():
         key = f"{prefix}{name}"
         if name not in names:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(name, names)}")
+            raise _unknown_key(name, key, names)
         annotation = hints[name]
         current = getattr(obj, name)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):

@@ -40,8 +40,7 @@ from torch import Tensor, nn
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
 from benchmark.interface import Encoding, FeatureDims, MethodConfig, PRVRMethod, Progress
 from benchmark.registry import register_method, register_variant
-from benchmark.schedules import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, Schedule, SoftTargetKind,
-                                 reference_beta_floor, schedule_delta, soft_target_schedule)
+from benchmark.schedules import Schedule, schedule_delta
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
 from methods.layers.pooling import mask_logits
@@ -53,6 +52,48 @@ from methods.teacher import (positive_teacher_frame_cosines, require_teacher,
                              teacher_video_scores)
 
 BRANCHES = ("inherit", "explore")
+
+# -- the reference's schedule switches, as Schedule values (docs/methods.md §5.3, §6.5) -----------
+
+#: The reference KD decays by ``decay_way`` (docs/methods.md §5.3), with the script values.
+REFERENCE_KD_DECAYS: dict[int, Schedule] = {
+    0: Schedule(kind="constant"),
+    1: Schedule(kind="exp"),
+    2: Schedule(kind="linear"),
+    3: Schedule(kind="sigmoid"),
+    4: Schedule(kind="rising-exp"),
+    5: Schedule(kind="rising-linear"),
+    6: Schedule(kind="rising-sigmoid"),
+    7: Schedule(kind="capped-exp-growth", start=0.001, base=1.05, cap=0.1),
+    8: Schedule(kind="rising-capped", start=0.1, base=0.95, cap=0.1, floor=0.001),
+}
+
+#: Kinds to which the reference KD weight adds ``loss_init_weight`` (decay_way 4/5/6, §5.3):
+#: the offset belongs to the KD weight, not to the curve.
+KD_INIT_KINDS = frozenset({"rising-exp", "rising-linear", "rising-sigmoid"})
+
+#: DL-DKD++ ``--alpha_decay`` / ``--belta_decay`` names -> Schedule kinds (§6.5).
+SOFT_TARGET_KINDS: dict[str, str] = {"sigmoid": "sigmoid", "exp": "exp", "linear": "linear-anneal",
+                                     "cosine": "cosine", "none": "constant"}
+SoftTargetKind = Literal[tuple(SOFT_TARGET_KINDS)]  # type: ignore[valid-type]
+
+
+def soft_target_schedule(kind: str, start: float, floor: float, *,
+                         sigmoid_k: float = 800.0, base: float = 0.95) -> Schedule:
+    """The DL-DKD++ α/β schedule named ``kind`` (``--alpha_decay`` / ``--belta_decay``) from
+    ``start`` (α0, β0) floored at ``floor`` (docs/methods.md §6.5); ``linear``/``cosine`` run
+    over ``Progress.num_epochs``; ``none`` keeps ``start``."""
+    try:
+        mapped = SOFT_TARGET_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown α/β schedule {kind!r}; expected one of "
+                         f"{', '.join(SOFT_TARGET_KINDS)}") from None
+    return Schedule(kind=mapped, start=start, floor=floor, sigmoid_k=sigmoid_k, base=base)
+
+
+def reference_beta_floor(beta0: float) -> float:
+    """β_min of DL-DKD++ ``train.py``: 0.5 when β0 ≥ 0.5, else 0 (docs/methods.md §6.5)."""
+    return 0.5 if beta0 >= 0.5 else 0.0
 
 
 def _exp_decay() -> Schedule:
@@ -364,8 +405,14 @@ class DLDKD(PRVRMethod):
 # -- registrations ----------------------------------------------------------------------------
 
 DL_DKD_CONFIG = DLDKDConfig()
-DL_DKD_PP_CONFIG = DLDKDConfig(separate_query_projection=True, label_style="soft",
-                               resample_to_teacher_length=True)
+#: The journal code's defaults where they differ from the ICCV code's (the rest of its recipe,
+#: margin 0.2, hard_pool_size 20, nce 0.04, KD 0.1·0.95^e at τ 0.2, α0 = β0 = 0.8 sigmoid, is
+#: DLDKDConfig's; per-collection values are in methods/presets/dl-dkd++.toml).
+DL_DKD_PP_CONFIG = DLDKDConfig(
+    separate_query_projection=True,    # ref: master gives each branch its own query_* / exp_* modules
+    label_style="soft",                # ref: --label_style soft (all three scripts)
+    explore_nce_weight=0.04,           # ref: --explore_nce_weight 0.04 (--inher_nce_weight 0.04)
+    resample_to_teacher_length=True)   # ref: data_provider resamples students to the teacher length
 
 register_method("dl-dkd", DLDKD, DL_DKD_CONFIG,
                 "dual-branch student with decaying CLIP frame KD (ICCV 2023 code, branch iccv)")

@@ -42,13 +42,13 @@ NORM_EPS = 1e-12          # F.normalize's eps, as the reference's cosine uses
 class MSSLConfig(MethodConfig):
     """MS-SL hyper-parameters; defaults are the reference's (ms-sl method/config.py, do_*.sh)."""
 
-    hidden: int = 384                       # ref: config.py hidden_size
-    heads: int = 4                          # ref: config.py n_heads
+    hidden_size: int = 384                  # ref: config.py hidden_size
+    num_heads: int = 4                      # ref: config.py n_heads
     input_dropout: float = 0.1              # ref: config.py input_drop
     dropout: float = 0.1                    # ref: config.py drop
     margin: float = 0.2                     # ref: config.py margin 0.2 (do_tvr.sh: 0.1, TVR preset)
     hard_negative_start_epoch: int = 20     # ref: config.py hard_negative_start_epoch; -1 = never
-    hard_pool: int = 20                     # ref: config.py hard_pool_size
+    hard_pool_size: int = 20                # ref: config.py hard_pool_size
     clip_nce_weight: float = 0.02           # ref: model.py forward, hard-coded 0.02
     frame_nce_weight: float = 0.04          # ref: model.py forward, hard-coded 0.04 (0.03 before e019d4a)
     clip_triplet_weight: float = 1.0        # ref: implicit 1 in model.py forward; ours for ablations
@@ -59,20 +59,20 @@ class MSSLConfig(MethodConfig):
     frame_same_video_negatives: Literal["keep", "mask"] = "keep"      # §4.6 item 3
     frame_train_guidance: Literal["reference", "consistent"] = "reference"  # §4.6 item 4
     frame_nce_diagonal_once: bool = False                             # §4.6 item 5
-    v2t_hard: Literal["top1", "pool"] = "top1"                        # §4.6 item 6
+    triplet_v2t_hard: Literal["top1", "pool"] = "top1"                # §4.6 item 6
 
     def __post_init__(self) -> None:
-        if self.hidden < 1 or self.heads < 1 or self.hidden % self.heads:
-            raise ValueError(f"MSSLConfig: hidden ({self.hidden}) must be a positive multiple of "
-                             f"heads ({self.heads})")
+        if self.hidden_size < 1 or self.num_heads < 1 or self.hidden_size % self.num_heads:
+            raise ValueError(f"MSSLConfig: hidden_size ({self.hidden_size}) must be a positive "
+                             f"multiple of num_heads ({self.num_heads})")
         for name in ("input_dropout", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"MSSLConfig: {name} must be in [0, 1), got {getattr(self, name)}")
         if self.hard_negative_start_epoch < -1:
             raise ValueError("MSSLConfig: hard_negative_start_epoch must be >= 0, or -1 for never, "
                              f"got {self.hard_negative_start_epoch}")
-        if self.hard_pool < 1:
-            raise ValueError(f"MSSLConfig: hard_pool must be >= 1, got {self.hard_pool}")
+        if self.hard_pool_size < 1:
+            raise ValueError(f"MSSLConfig: hard_pool_size must be >= 1, got {self.hard_pool_size}")
         for name in ("margin", "clip_nce_weight", "frame_nce_weight", "clip_triplet_weight",
                      "frame_triplet_weight", "clip_weight", "frame_weight"):
             if getattr(self, name) < 0:
@@ -120,17 +120,17 @@ class MSSL(PRVRMethod):
         c = config
         # padded tokens/frames skip the input projection; they are masked in attention, pooling
         # and KCGA, so valid outputs are unchanged (tests/test_layers.py)
-        self.query_encoder = QueryEncoder(dims.query, c.hidden, c.heads, dims.max_query_tokens,
+        self.query_encoder = QueryEncoder(dims.query, c.hidden_size, c.num_heads, dims.max_query_tokens,
                                           c.input_dropout, c.dropout, pack_valid=True)
         # ref: clip and frame encoders are deepcopies of the query encoder, then all are
         # re-initialised independently (§4.2); clips use positions 0..31 of a 128-row table.
-        self.clip_encoder = SequenceEncoder(dims.video, c.hidden, c.heads, dims.max_frames,
+        self.clip_encoder = SequenceEncoder(dims.video, c.hidden_size, c.num_heads, dims.max_frames,
                                             c.input_dropout, c.dropout)
-        self.frame_encoder = SequenceEncoder(dims.video, c.hidden, c.heads, dims.max_frames,
+        self.frame_encoder = SequenceEncoder(dims.video, c.hidden_size, c.num_heads, dims.max_frames,
                                              c.input_dropout, c.dropout, pack_valid=True)
         # ref: mapping_linear[0] (keys) and [1] (values), no bias
-        self.key_map = nn.Linear(c.hidden, c.hidden, bias=False)
-        self.value_map = nn.Linear(c.hidden, c.hidden, bias=False)
+        self.key_map = nn.Linear(c.hidden_size, c.hidden_size, bias=False)
+        self.value_map = nn.Linear(c.hidden_size, c.hidden_size, bias=False)
         reference_init_(self)
 
     # ------------------------------------------------------------------ encoders
@@ -281,14 +281,14 @@ class MSSL(PRVRMethod):
         hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
         y = batch.query_video
         s = self.training_scores(batch)
-        trip = dict(margin=c.margin, hard=hard, hard_pool=c.hard_pool)
-        terms = {"loss_clip_triplet": clip_triplet_loss(s["clip"], y, v2t_hard=c.v2t_hard, **trip),
+        trip = dict(margin=c.margin, hard=hard, hard_pool=c.hard_pool_size)
+        terms = {"loss_clip_triplet": clip_triplet_loss(s["clip"], y, v2t_hard=c.triplet_v2t_hard, **trip),
                  "loss_clip_nce": clip_nce(s["clip_raw"], y)}
         if "frame" not in s:
             zero = s["clip"].new_zeros(())
             terms.update(loss_frame_triplet=zero, loss_frame_nce=zero)
         elif c.frame_train_guidance == "consistent":
-            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, v2t_hard=c.v2t_hard, **trip)
+            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, v2t_hard=c.triplet_v2t_hard, **trip)
             terms["loss_frame_nce"] = clip_nce(s["frame_raw"], y)
         else:
             exclude = None
@@ -319,7 +319,7 @@ register_variant("ms-sl.consistent-guidance", "§4.6.4 fix: train the frame scal
 register_variant("ms-sl.nce-diagonal-once", "§4.6.5 fix: frame NCE counts the positive once",
                  {"frame_nce_diagonal_once": True})
 register_variant("ms-sl.v2t-pool", "§4.6.6 fix: hard v2t negatives sampled from the top H",
-                 {"v2t_hard": "pool"})
+                 {"triplet_v2t_hard": "pool"})
 register_variant("ms-sl.all-fixes", "every §4.6 fix of the loss (3, 4, 5, 6) at once",
                  {"frame_same_video_negatives": "mask", "frame_train_guidance": "consistent",
-                  "frame_nce_diagonal_once": True, "v2t_hard": "pool"})
+                  "frame_nce_diagonal_once": True, "triplet_v2t_hard": "pool"})

@@ -165,10 +165,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     trial.set_user_attr(ATTR_PID_START, process_start_time(pid))
 
     values = dict(ctx.spec.space(trial))
-    method_name = values.pop("method_name", ctx.spec.method)
-    seed = int(values.pop("seed", trial_seed(ctx, trial.number)))
-    cfg = load_config(method_name, ctx.collection, data_root=ctx.data_root,
-                      trial_overrides=trial_overrides(ctx, values, seed))
+    cfg = load_config(ctx.spec.method, ctx.collection, data_root=ctx.data_root,
+                      trial_overrides=trial_overrides(ctx, values, trial_seed(ctx, trial.number)))
     identity = identify(cfg, ctx.synthetic, study=ctx.study_name, trial=trial.number)
     run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
     trial.set_user_attr(ATTR_RUN_ID, run.run_id)

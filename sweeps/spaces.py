@@ -3,9 +3,9 @@
 Define-by-run (Optuna's ``trial.suggest_*``), so conditional knobs (the parameters of the
 chosen KD decay kind) are ordinary ``if`` statements. The Optuna parameter names *are* the
 dotted config paths, so an Optuna parameter, an MLflow param and a ``--set`` key are the same
-string (docs/architecture.md §7). Two keys are reserved and are not config paths inside the
-method: ``method_name`` (which registered method or variant the trial trains) and ``seed``
-(the run seed; objective.py adds nothing to it).
+string (docs/architecture.md §7). That includes the two top-level paths ``method_name`` (the
+registered method or variant the trial trains; ``load_config`` picks the method class from it
+before the other layers) and ``seed`` (the run seed; objective.py adds nothing to it).
 
 Ranges: docs/methods.md §5.3 (KD decay kinds and their script parameters), §5.3 KD
 temperature τ = 0.2, §6 α₀ = β₀ = 0.8, §9.3.6 (KRD w, δ, λ), §13 (suggested switch set).

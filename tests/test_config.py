@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from benchmark import stores
-from benchmark.config import (ConfigError, ExperimentConfig, config_hash, default_config, flatten,
-                              load_config, load_saved_config, save_config, with_overrides)
-from benchmark.registry import METHODS, list_methods, register_method, register_variant
+from benchmark.config import (ConfigError, ExperimentConfig, collection_preset, config_hash,
+                              default_config, flatten, load_config, load_saved_config,
+                              method_preset_layers, save_config, with_overrides)
+from benchmark.registry import METHODS, get_method, list_methods, register_method, register_variant
 
 COLLECTIONS = ("tvr", "activitynet", "charades")
 
@@ -98,6 +99,54 @@ def test_each_layer_wins_in_order(probe, tmp_path):
     assert trial.method.dropout == 0.3                            # earlier layers survive
 
 
+def test_preset_inherits_another_base_file(probe, tmp_path):
+    presets = tmp_path / "probe_pkg" / "presets"
+    (presets / "layer-child.toml").write_text(
+        'inherits = "layer-probe"\n[tvr.method]\nv2t_weight = 0.25\n[default.train]\nepochs = 8\n')
+    import probe_pkg
+    try:
+        register_method("layer-child", probe_pkg.Probe, probe_pkg.ProbeConfig(), "inheriting probe")
+        child = load_config("layer-child", "tvr")
+        assert child.method.temperature == 0.09 and child.eval.video_chunk == 128   # parent's [tvr]
+        assert child.seed == 11                                                    # parent's [default]
+        assert child.method.v2t_weight == 0.25                                     # own [tvr]
+        assert child.train.epochs == 8               # own [default] beats the whole parent file
+        for bad, match in (('"nope"', "must name a registered base method"),
+                           ('"layer-probe.var"', "must name a registered base method"),
+                           ('"layer-child"', "makes a cycle")):
+            (presets / "layer-child.toml").write_text(f"inherits = {bad}\n")
+            with pytest.raises(ConfigError, match=match):
+                load_config("layer-child", "tvr")
+        (presets / "layer-child.toml").write_text("seed = 3\n")
+        with pytest.raises(ConfigError, match="top-level key 'seed' is not a table"):
+            load_config("layer-child", "tvr")
+    finally:
+        METHODS._items.pop("layer-child", None)
+
+
+def _leaf_keys(table, prefix=""):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_presets_hold_only_differences(collection):
+    """No preset value restates what the layers below it already give (dataclass defaults,
+    the registered method config, collections.toml, an inherited file)."""
+    for entry in (e for e in list_methods() if not e.is_variant):
+        cfg = default_config(entry.name, collection)
+        layers = [("benchmark/presets/collections.toml", collection_preset(collection))]
+        for source, layer in layers + method_preset_layers(entry.name, collection):
+            below, cfg = flatten(cfg), with_overrides(cfg, layer)
+            above = flatten(cfg)
+            for key in _leaf_keys(layer):
+                assert above[key] != below[key], \
+                    f"{entry.name}: {source} sets {key} = {above[key]!r}, the value it already has"
+
+
 def test_unknown_key_suggests_and_wrong_type_names_key():
     with pytest.raises(ConfigError, match=r"method\.temprature.*temperature"):
         load_config("mean-pool", "tvr", overrides={"method.temprature": "0.1"})
@@ -111,6 +160,62 @@ def test_unknown_key_suggests_and_wrong_type_names_key():
         load_config("mean-pool", "tvr", overrides={"train.epochs": "0"})
     with pytest.raises(ConfigError, match=r"temperature must be > 0"):
         load_config("mean-pool", "tvr", overrides={"method.temperature": "-1"})
+
+
+def test_renamed_keys_point_at_the_new_name(tmp_path, capsys):
+    from benchmark.overrides import RENAMED_KEYS, apply_overrides
+    from benchmark.train import main
+
+    for old, new in RENAMED_KEYS.items():                       # every layer walks one table
+        with pytest.raises(ConfigError, match=rf"'{old}' was renamed to '{new}'; use 'method\.{new}'"):
+            load_config("ms-sl", "tvr", overrides={f"method.{old}": "2"})
+        with pytest.raises(ConfigError, match=rf"'{old}' was renamed to '{new}'"):
+            apply_overrides(get_method("dl-dkd").default_config, {old: 2})   # variant deltas
+    user = tmp_path / "old.toml"
+    user.write_text("[method]\nhidden = 64\n")
+    with pytest.raises(ConfigError, match=r"'hidden' was renamed to 'hidden_size'.*old\.toml"):
+        load_config("ms-sl", "tvr", config_files=[user])
+    assert main(["--method", "ms-sl", "--collection", "tvr", "--data-root", str(tmp_path),
+                 "--set", "method.hidden=64"]) != 0
+    assert "'hidden' was renamed to 'hidden_size'" in capsys.readouterr().err
+    # where the new name is not a field either, the key is simply unknown
+    with pytest.raises(ConfigError, match=r"unknown config key 'method\.heads'"):
+        load_config("mean-pool", "tvr", overrides={"method.heads": "2"})
+
+
+def test_removed_keys_are_refused_by_name(tmp_path):
+    cfg = load_config("mean-pool", "tvr", data_root=tmp_path)
+    saved = json.loads(save_config(cfg, tmp_path / "config.json").read_text())
+    saved["train"]["num_workers"] = 8                            # a config.json from before
+    old = tmp_path / "old-config.json"
+    old.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"'train\.num_workers' was removed"):
+        load_saved_config(old)
+    with pytest.raises(ConfigError, match=r"'train\.num_workers' was removed.*old-config\.json"):
+        load_config("mean-pool", "tvr", config_files=[old])
+    with pytest.raises(ConfigError, match=r"'train\.num_workers' was removed"):
+        load_config("mean-pool", "tvr", overrides={"train.num_workers": "2"})
+
+
+def test_method_name_and_seed_are_ordinary_override_keys(tmp_path):
+    """A sweep space's dict goes to load_config untouched: method_name picks the method class
+    (its presets and variant delta included) before the other layers; seed is a plain field."""
+    values = {"method_name": "ms-sl.clip-only", "seed": 3, "optim.lr": 1e-4}
+    cfg = load_config("mean-pool", "tvr", trial_overrides=values)
+    assert cfg == load_config("ms-sl.clip-only", "tvr", seed=3, **{"optim.lr": 1e-4})
+    assert cfg.method.margin == 0.1 and cfg.method.frame_weight == 0.0   # ms-sl [tvr] + its delta
+    flat = flatten(cfg)
+    assert all(flat[key] == value for key, value in values.items())     # Optuna name = MLflow param
+    sets = load_config("mean-pool", "tvr", overrides={"method_name": "ms-sl", "method.margin": "0.3"})
+    assert sets.method_name == "ms-sl" and sets.method.margin == 0.3
+    trial = load_config("mean-pool", "tvr", overrides={"method_name": "ms-sl"},
+                        trial_overrides={"method_name": "dl-dkd"})
+    assert trial.method_name == "dl-dkd"                                 # the later layer wins
+    saved = save_config(load_config("mean-pool", "tvr"), tmp_path / "config.json")
+    with pytest.raises(ConfigError, match=r"method_name 'mean-pool' differs"):
+        load_config("mean-pool", "tvr", config_files=[saved], trial_overrides={"method_name": "ms-sl"})
+    with pytest.raises(KeyError, match="ms-sl"):
+        load_config("mean-pool", "tvr", overrides={"method_name": "ms-ls"})
 
 
 def test_user_file_errors_name_the_file(tmp_path):

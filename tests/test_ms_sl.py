@@ -17,7 +17,7 @@ from methods.losses.ranking import clip_triplet_loss, frame_triplet_loss
 from methods.ms_sl import MSSL, MSSLConfig, MSSLQueryEncoding, MSSLVideoEncoding
 
 DIMS = FeatureDims(query=12, video=10, max_frames=16, max_query_tokens=6, num_clips=8)
-SMALL = MSSLConfig(hidden=8, heads=2)
+SMALL = MSSLConfig(hidden_size=8, num_heads=2)
 
 
 
@@ -65,18 +65,18 @@ def test_registry_entries_and_recipe_defaults():
     assert entry.cls is MSSL and entry.default_config == MSSLConfig()
     assert MSSL.requires == frozenset({"clips"}) and MSSL.batch_sort == "frames"
     c = entry.default_config
-    assert (c.hidden, c.heads, c.margin, c.hard_negative_start_epoch, c.hard_pool) == (384, 4, 0.2, 20, 20)
+    assert (c.hidden_size, c.num_heads, c.margin, c.hard_negative_start_epoch, c.hard_pool_size) == (384, 4, 0.2, 20, 20)
     assert (c.clip_nce_weight, c.frame_nce_weight, c.clip_weight, c.frame_weight) == (0.02, 0.04, 0.7, 0.3)
     assert get_method("ms-sl.mask-false-negatives").default_config.frame_same_video_negatives == "mask"
-    assert get_method("ms-sl.all-fixes").default_config.v2t_hard == "pool"
+    assert get_method("ms-sl.all-fixes").default_config.triplet_v2t_hard == "pool"
     assert get_method("ms-sl.clip-only").default_config.frame_weight == 0.0
 
 
 def test_config_validation_names_the_field():
-    with pytest.raises(ValueError, match="hard_pool"):
-        MSSLConfig(hard_pool=0)
-    with pytest.raises(ValueError, match="multiple of heads"):
-        MSSLConfig(hidden=10, heads=4)
+    with pytest.raises(ValueError, match="hard_pool_size"):
+        MSSLConfig(hard_pool_size=0)
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        MSSLConfig(hidden_size=10, num_heads=4)
 
 
 def test_encode_videos_requires_clips():
@@ -88,7 +88,7 @@ def test_encode_videos_requires_clips():
 # ---------------------------------------------------------------- KCGA by hand
 
 def test_score_kcga_hand_computed():
-    net = MSSL(MSSLConfig(hidden=2, heads=1), DIMS)
+    net = MSSL(MSSLConfig(hidden_size=2, num_heads=1), DIMS)
     with torch.no_grad():
         net.key_map.weight.copy_(torch.eye(2))
         net.value_map.weight.copy_(torch.eye(2))
@@ -205,7 +205,7 @@ def test_training_tensors_query_by_query_with_own_guidance():
 
 
 def test_consistent_guidance_trains_the_inference_matrix():
-    net = model(MSSLConfig(hidden=8, heads=2, frame_train_guidance="consistent")).eval()
+    net = model(MSSLConfig(hidden_size=8, num_heads=2, frame_train_guidance="consistent")).eval()
     batch = make_batch()
     with torch.no_grad():
         s = net.training_scores(batch)
@@ -221,17 +221,17 @@ def manual_loss(net: MSSL, batch, hard: bool):
     y = batch.query_video
     s = net.training_scores(batch)
     exclude = (y[:, None] == y[None, :]) if c.frame_same_video_negatives == "mask" else None
-    ct = clip_triplet_loss(s["clip"], y, margin=c.margin, hard=hard, hard_pool=c.hard_pool,
-                           v2t_hard=c.v2t_hard)
+    ct = clip_triplet_loss(s["clip"], y, margin=c.margin, hard=hard, hard_pool=c.hard_pool_size,
+                           v2t_hard=c.triplet_v2t_hard)
     cn = clip_nce(s["clip_raw"], y)
-    ft = frame_triplet_loss(s["frame"], margin=c.margin, hard=hard, hard_pool=c.hard_pool,
+    ft = frame_triplet_loss(s["frame"], margin=c.margin, hard=hard, hard_pool=c.hard_pool_size,
                             exclude=exclude)
     fn = frame_nce(s["frame_raw"], diagonal_once=c.frame_nce_diagonal_once, exclude=exclude)
     return ct + 0.02 * cn + ft + 0.04 * fn, (ct, cn, ft, fn)
 
 
 @pytest.mark.parametrize("config", [SMALL, replace(SMALL, frame_same_video_negatives="mask",
-                                                   frame_nce_diagonal_once=True, hard_pool=2)])
+                                                   frame_nce_diagonal_once=True, hard_pool_size=2)])
 @pytest.mark.parametrize("epoch", [19, 20])
 def test_compute_loss_composition_and_hard_phase(config, epoch):
     net = model(config).eval()       # eval: no dropout, so only the negative sampling draws

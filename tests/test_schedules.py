@@ -9,8 +9,9 @@ import pytest
 
 from benchmark.interface import Progress
 from benchmark.overrides import ConfigError, apply_overrides
-from benchmark.schedules import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, Schedule, ScheduleKind,
-                                 reference_beta_floor, schedule_delta, soft_target_schedule)
+from benchmark.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind, schedule_delta
+from methods.dl_dkd import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, reference_beta_floor,
+                             soft_target_schedule)
 
 EPOCHS = [0, 10, 20, 30, 40, 50, 60, 70, 80]
 
@@ -36,6 +37,12 @@ def test_kd_sigmoid_table():
 
 def test_kd_constant():
     assert values(REFERENCE_KD_DECAYS[0], EPOCHS) == [1.0] * len(EPOCHS)
+
+
+def test_kinds_are_one_table_and_unknown_kinds_list_it():
+    assert set(REFERENCE_KD_DECAYS[w].kind for w in REFERENCE_KD_DECAYS) <= set(SCHEDULE_KINDS)
+    with pytest.raises(ValueError, match="unknown schedule kind 'quadratic'; known kinds: constant, exp"):
+        Schedule(kind="quadratic")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("rising, falling", [(4, 1), (5, 2), (6, 3)])

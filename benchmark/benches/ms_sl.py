@@ -74,7 +74,7 @@ def _naive_class():
             masked = t2v_scores.detach().clone()
             masked[rows, labels] = 999
             _, order = torch.sort(masked, descending=True, dim=1)
-            top = min(1 + c.hard_pool, S.shape[1]) if hard else S.shape[1]
+            top = min(1 + c.hard_pool_size, S.shape[1]) if hard else S.shape[1]
             idx = order[rows, torch.randint(1, top, size=(S.shape[0],)).to(S.device)]
             t2v = (c.margin + t2v_scores[rows, idx] - pos).clamp(min=0)
             return t2v.sum() / len(t2v_scores) + v2t / len(v2t_scores)
@@ -116,7 +116,7 @@ def _naive_class():
             frame_raw = query @ attended.t()
             loss = (self._naive_clip_triplet(clip_score, y, hard)
                     + c.clip_nce_weight * self._naive_clip_nce(clip_raw, y)
-                    + frame_triplet_loss(frame, margin=c.margin, hard=hard, hard_pool=c.hard_pool)
+                    + frame_triplet_loss(frame, margin=c.margin, hard=hard, hard_pool=c.hard_pool_size)
                     + c.frame_nce_weight * frame_nce(frame_raw))
             return {"loss": loss}
 
