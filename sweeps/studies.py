@@ -149,7 +149,7 @@ register_study(StudySpec(
     n_trials=len(spaces.COMPARISON_METHODS) * len(spaces.COMPARISON_SEEDS), workers=2,
     pruner="none", sampler="random", grid=comparison_grid))
 
-# Used by benchmark/benches/sweeps.py to measure the sweep overhead per trial (keep in sync).
+# Used by bench/sweeps.py to measure the sweep overhead per trial (keep in sync).
 register_study(StudySpec(
     name="bench-overhead",
     method="mean-pool",

@@ -15,11 +15,8 @@ FORBIDDEN = {
     "sweeps": {"reports"},
     "reports": {"methods", "sweeps"},
 }
-# modules allowed one specific back-edge (architecture §1): the report shim, and the benchmark
-# modules, which measure method internals against naive comparators (run only by
-# `python -m benchmark.bench`, which loads them by name; nothing in the core imports them).
+# modules allowed one specific back-edge (architecture §1): the report shim
 EXCEPTIONS = {("benchmark/report.py", "reports")}
-BACK_EDGE_DIRS = {("benchmark/benches/", "methods")}
 # external systems with one owner each
 OWNERS = {
     "mlflow": {"benchmark/tracking.py"},
@@ -53,8 +50,7 @@ def _rel(path: Path) -> str:
 def test_layering(package: str, path: Path) -> None:
     rel = _rel(path)
     imported = _imports(path)
-    bad = {m for m in imported & FORBIDDEN[package] if (rel, m) not in EXCEPTIONS
-           and not any(rel.startswith(d) and m == mod for d, mod in BACK_EDGE_DIRS)}
+    bad = {m for m in imported & FORBIDDEN[package] if (rel, m) not in EXCEPTIONS}
     assert not bad, f"{rel} imports {sorted(bad)}, forbidden for package {package!r}"
     for system, owners in OWNERS.items():
         if system in imported:

@@ -1,8 +1,8 @@
 """Sweep overhead per trial: what the sweep machinery adds to the training it runs.
 
 Runs the registered ``bench-overhead`` study (3 trials of ``mean-pool`` on ``data_root/tvr``,
-2 epochs each, one process, fresh SQLite stores) through its real CLI, ``python -m sweeps.run``
-(benchmark/ may not import sweeps/, docs/architecture.md §1), then reads the trial runs back
+2 epochs each, one process, fresh SQLite stores) through its real CLI, ``python -m sweeps.run``,
+then reads the trial runs back
 through ``benchmark.tracking``. Per trial the objective records (sweeps/objective.py):
 
 * ``time/setup_seconds``: space, config resolution, MLflow run creation, params and tags;

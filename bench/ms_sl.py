@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.benches._epoch import sync
+from bench._epoch import sync
 from benchmark.memory import peak_rss_mb, reset_peak_rss
 
 EPOCHS = 1                 # timed epochs per approach (after one untimed warm-up step)
@@ -227,7 +227,7 @@ def _phase_eval(data_root: str, device: str, naive: bool) -> dict:
 
 
 def _child(phase: str, data_root: pathlib.Path, device: str, naive: bool) -> dict:
-    code = (f"import json, sys; from benchmark.benches import ms_sl; "
+    code = (f"import json, sys; from bench import ms_sl; "
             f"print('RESULT' + json.dumps(ms_sl._phase_{phase}({str(data_root)!r}, {device!r}, {naive})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if proc.returncode != 0:

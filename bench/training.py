@@ -47,7 +47,7 @@ def _child(data_root: str, device: str, runs_dir: str) -> dict:
 
 def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
     with tempfile.TemporaryDirectory() as runs:
-        proc = subprocess.run([sys.executable, "-m", "benchmark.benches.training", str(data_root),
+        proc = subprocess.run([sys.executable, "-m", "bench.training", str(data_root),
                                device, runs], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"training bench child failed:\n{proc.stderr[-4000:]}")

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from benchmark.benches._epoch import flatten_measured, measure_methods, one_thread, sync
+from bench._epoch import flatten_measured, measure_methods, one_thread, sync
 from benchmark.interface import FeatureDims
 from benchmark.registry import get_method
 

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from benchmark.benches._epoch import flatten_measured, measure_methods, sync
+from bench._epoch import flatten_measured, measure_methods, sync
 
 METHODS = ("dl-dkd", "dl-dkd++")
 NCE_QUERIES, NCE_VIDEOS = 640, 128   # a TVR batch: 128 videos x 5 captions

@@ -1,6 +1,6 @@
-"""`python -m benchmark.bench`: speed and memory of the hot paths, in one run, never asserted.
+"""`python -m bench`: speed and memory of the hot paths, in one run, never asserted.
 
-Each module in ``benchmark/benches/`` exposes ``run(data_root, device) -> dict`` of named results
+Each module in ``bench/`` exposes ``run(data_root, device) -> dict`` of named results
 (speed as ratios against a naive approach measured in the same run, peak memory in MB). This CLI
 generates (once, cached) the synthetic ``small`` TVR collection they share, runs every module (or
 the ones named with ``--only``), prints one table and writes the results as JSON.
@@ -24,7 +24,7 @@ from benchmark.data.layout import Layout
 
 
 def _modules() -> list[str]:
-    import benchmark.benches as pkg
+    import bench as pkg
 
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
 
@@ -40,7 +40,7 @@ def ensure_small_tvr(runs_dir: Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", nargs="*", help=f"benchmark modules to run (default: all of {_modules()})")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--runs-dir", default=None)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         print(f"== {name}", flush=True)
         try:
-            out = importlib.import_module(f"benchmark.benches.{name}").run(data_root, device)
+            out = importlib.import_module(f"bench.{name}").run(data_root, device)
         except Exception:  # report every module; fail the command at the end
             traceback.print_exc()
             failed.append(name)
