@@ -23,9 +23,9 @@ import time
 import numpy as np
 import torch
 
-from bench._epoch import one_thread, sync
-from benchmark.memory import status_mb
+from bench.measure import one_thread, sync
 from benchmark.evaluate import evaluate
+from benchmark.memory import status_mb
 
 NUM_QUERIES = 10_895      # TVR test queries (docs/datasets.md §0)
 NUM_VIDEOS = 2_179        # TVR test videos

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench._epoch import sync
+from bench.measure import sync
 from benchmark.memory import peak_rss_mb, reset_peak_rss
 
 EPOCHS = 1                 # timed epochs per approach (after one untimed warm-up step)
