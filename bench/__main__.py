@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import traceback
@@ -18,9 +17,9 @@ from pathlib import Path
 import torch
 
 from benchmark import stores
-from benchmark.data.layout import Layout
 
 TOPICS = ("dl_dkd", "evaluator", "kdc_net", "ms_sl", "sweeps", "training")
+PROFILE, SCALE = "tvr", "small"
 
 
 def _runner(name: str):
@@ -31,13 +30,12 @@ def _runner(name: str):
             "ms_sl": ms_sl.run, "sweeps": sweeps.run, "training": training.run}[name]
 
 
-def ensure_small_tvr(runs_dir: Path, seed: int = 0) -> Path:
-    """Generate the synthetic small TVR profile once under runs/data and return its root."""
-    root = runs_dir / "data" / f"tvr-small-s{seed}"
-    if not Layout.resolve(root, "tvr").is_synthetic():
-        print(f"generating synthetic small TVR into {root} (once; cached)", flush=True)
-        subprocess.run([sys.executable, "-m", "benchmark.generate", "--profile", "tvr", "--scale",
-                        "small", "--seed", str(seed), "--out", str(root)], check=True)
+def small_tvr(runs_dir: Path) -> Path:
+    """The synthetic small TVR collection under <runs>/data, generated once (the same cache as
+    the sweeps use)."""
+    from sweeps.runner import prepare_data
+
+    root, _ = prepare_data(PROFILE, None, runs_dir, profile=PROFILE, scale=SCALE)
     return root
 
 
@@ -53,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     runs_dir = stores.runs_dir(args.runs_dir)
-    data_root = ensure_small_tvr(runs_dir)
+    data_root = small_tvr(runs_dir)
     names = args.only or list(TOPICS)
 
     results: dict[str, dict] = {"_meta": {"device": device, "torch": torch.__version__,
