@@ -49,7 +49,7 @@ def _untracked_seconds(data_root: pathlib.Path, device: str, runs: pathlib.Path)
                       trial_overrides={"train.epochs": EPOCHS, "device": device,
                                        "tracking.runs_dir": str(runs)})
     started = time.perf_counter()
-    run_experiment(cfg, None)
+    run_experiment(cfg)
     return time.perf_counter() - started
 
 
