@@ -40,7 +40,7 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Speed and memory benchmarks (ratios against naive approaches, measured in one run)."""
     _install(session)
-    session.run("python", "-m", "benchmark.bench", *session.posargs, env=ENV)
+    session.run("python", "-m", "bench", *session.posargs, env=ENV)
 
 
 def _sweep(session: nox.Session, collection: str) -> None:

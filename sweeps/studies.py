@@ -153,11 +153,3 @@ register_study(StudySpec(
     summary="each method and its main variants at their defaults, over 3 seeds (grid)",
     n_trials=len(spaces.COMPARISON_METHODS) * len(spaces.COMPARISON_SEEDS), workers=2,
     pruner="none", sampler="random", grid=comparison_grid))
-
-# Used by benchmark/benches/sweeps.py to measure the sweep overhead per trial (keep in sync).
-register_study(StudySpec(
-    name="bench-overhead",
-    method="mean-pool",
-    space=spaces.lr,
-    summary="benchmark only: 3 short mean-pool trials to measure the sweep overhead per trial",
-    n_trials=3, workers=0, epochs=2, pruner="none", sampler="random"))

@@ -425,8 +425,8 @@ def test_evaluate_method_matches_the_single_oracle():
 
 
 def test_benchmark_yardstick_agrees_with_the_evaluator():
-    # benchmark/benches/evaluator.py times the reference-style loops; they must rank the same.
-    from benchmark.benches.evaluator import naive_rank_loop, naive_reference
+    # bench/evaluator.py times the reference-style loops; they must rank the same.
+    from bench.evaluator import naive_rank_loop, naive_reference
 
     rng = np.random.default_rng(17)
     scores = rng.permuted(np.tile(np.arange(40, dtype=np.float32), (25, 1)), axis=1)

@@ -1,17 +1,15 @@
 """kdc-net reconstruction: seconds per training epoch, evaluation time and peak memory on small TVR.
 
 The reference point is ``dl-dkd++``, the method kdc-net extends, measured in the same run on
-the same batches: ``epoch_ratio_vs_dl_dkd_pp`` is what HSA + DTA + KRD cost per epoch. One
-epoch each (forward, backward and a plain Adam step; the reference optimiser's arithmetic is the
-same for both methods and not what is measured), then the shared evaluator on validation.
+the same data: ``epoch_ratio_vs_dl_dkd_pp`` is what HSA + DTA + KRD cost per epoch. One epoch
+each with its preset recipe through the one training loop (``bench.epochs``: validation after
+the epoch, test at the end), each in a fresh child process.
 
 The naive approach is the KRD target (docs/methods.md §9.3.5) written as a per-query loop over
 frames (a restatement of the formulas, not library code), timed against the vectorised
-KRD target (reached through the registered method's ``_kd_target``, since
-``benchmark`` may not import ``methods``) on one TVR-sized batch (640 queries x 128 frames): ``krd_speedup_vs_loop``.
-Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set
-on the CPU (monotone over the run, so the second method's figure includes the first's).
-Never asserted anywhere.
+KRD target (reached through the registered method's ``_kd_target``) on one TVR-sized batch
+(640 queries x 128 frames): ``krd_speedup_vs_loop``. Peak memory is each training child's peak
+resident set (and on CUDA ``torch.cuda.max_memory_allocated`` as well). Never asserted anywhere.
 """
 from __future__ import annotations
 
@@ -20,7 +18,8 @@ import time
 
 import torch
 
-from benchmark.benches._epoch import flatten_measured, measure_methods, one_thread, sync
+from bench.epochs import flatten_measured, measure_methods
+from bench.measure import one_thread, sync
 from benchmark.interface import FeatureDims
 from benchmark.registry import get_method
 
@@ -88,6 +87,6 @@ def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
     out["epoch_ratio_vs_dl_dkd_pp"] = round(
         measured["kdc-net"]["epoch_seconds"] / measured["dl-dkd++"]["epoch_seconds"], 3)
     out["eval_ratio_vs_dl_dkd_pp"] = round(
-        measured["kdc-net"]["eval_seconds"] / measured["dl-dkd++"]["eval_seconds"], 3)
+        measured["kdc-net"]["val_eval_seconds"] / measured["dl-dkd++"]["val_eval_seconds"], 3)
     out.update({key: round(value, 6) for key, value in _krd_speed(device).items()})
     return out

@@ -23,9 +23,9 @@ import time
 import numpy as np
 import torch
 
-from benchmark.benches._epoch import one_thread, sync
-from benchmark.memory import status_mb
+from bench.measure import one_thread, sync
 from benchmark.evaluate import evaluate
+from benchmark.memory import status_mb
 
 NUM_QUERIES = 10_895      # TVR test queries (docs/datasets.md §0)
 NUM_VIDEOS = 2_179        # TVR test videos
@@ -98,7 +98,7 @@ def _child_peak_mb(query_chunk: int) -> None:
 
 
 def _cpu_peak_mb(query_chunk: int) -> float:
-    code = f"from benchmark.benches.evaluator import _child_peak_mb; _child_peak_mb({query_chunk})"
+    code = f"from bench.evaluator import _child_peak_mb; _child_peak_mb({query_chunk})"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])
 

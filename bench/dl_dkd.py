@@ -1,15 +1,16 @@
 """dl-dkd and dl-dkd++: seconds per training epoch, evaluation time and peak memory on small TVR.
 
-Each method trains one epoch on the same batches of ``data_root/tvr`` (forward, backward and a
-plain Adam step; the reference optimiser's arithmetic is the same for every method and not what
-is measured), then the shared evaluator scores the validation split. ``pp_vs_iccv_epoch_ratio``
-is what the journal version's soft targets and separate projection cost per epoch.
+Each method trains one epoch of ``data_root/tvr`` with its preset recipe through the one
+training loop (``bench.epochs``: validation after the epoch, test at the end), each in a fresh
+child process. ``pp_vs_iccv_epoch_ratio`` is what the journal version's soft targets and
+separate projection cost per epoch.
 
-The naive approach is the soft-target NCE written as the reference's per-video loop (a test
-oracle restating docs/methods.md §6.4, not library code), timed against the vectorised
+The naive approach is the soft-target NCE of docs/methods.md §6.4 written as one pass per query
+row and per video column (a timing yardstick, not library code; correctness is checked by the
+loop oracle of tests/test_soft_nce.py), timed against the vectorised
 ``soft_target_nce`` on one TVR-sized batch (640 queries x 128 videos):
-``soft_nce_speedup_vs_loop``. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and
-the process's peak resident set on the CPU (monotone over the run). Never asserted anywhere.
+``soft_nce_speedup_vs_loop``. Peak memory is each training child's peak resident set (and on
+CUDA ``torch.cuda.max_memory_allocated`` as well). Never asserted anywhere.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import time
 
 import torch
 
-from benchmark.benches._epoch import flatten_measured, measure_methods, sync
+from bench.epochs import flatten_measured, measure_methods
+from bench.measure import sync
+from methods.losses.soft_nce import soft_target_nce
 
 METHODS = ("dl-dkd", "dl-dkd++")
 NCE_QUERIES, NCE_VIDEOS = 640, 128   # a TVR batch: 128 videos x 5 captions
@@ -45,7 +48,6 @@ def _soft_nce_loop(U: torch.Tensor, T: torch.Tensor, qv: torch.Tensor, alpha: fl
 
 
 def _soft_nce_speedup(device: str) -> tuple[float, float]:
-    from methods.losses.soft_nce import soft_target_nce
     g = torch.Generator().manual_seed(0)
     U = torch.randn(NCE_QUERIES, NCE_VIDEOS, generator=g).to(device)
     T = (torch.randn(NCE_QUERIES, NCE_VIDEOS, generator=g) * 5).to(device)

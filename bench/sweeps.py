@@ -1,9 +1,12 @@
 """Sweep overhead per trial: what the sweep machinery adds to the training it runs.
 
-Runs the registered ``bench-overhead`` study (3 trials of ``mean-pool`` on ``data_root/tvr``,
-2 epochs each, one process, fresh SQLite stores) through its real CLI, ``python -m sweeps.run``
-(benchmark/ may not import sweeps/, docs/architecture.md §1), then reads the trial runs back
-through ``benchmark.tracking``. Per trial the objective records (sweeps/objective.py):
+Runs the ``bench-overhead`` study defined here (3 ``mean-pool`` trials of ``EPOCHS`` epochs on
+``data_root/tvr`` and the bench device, in this process, fresh SQLite stores) through
+``sweeps.runner.run_study``, then reads the trial runs back through ``benchmark.tracking``. The
+spec object is passed to ``run_study`` itself, so it needs no entry in the ``sweeps.studies``
+registry; worker processes, had the spec asked for them, would receive it pickled (its space,
+``sweeps.spaces.lr``, is importable by name). Per trial the objective records
+(sweeps/objective.py):
 
 * ``time/setup_seconds``: space, config resolution, MLflow run creation, params and tags;
 * ``time/tracking_seconds``: time inside tracker calls during training (per-epoch metrics,
@@ -18,45 +21,63 @@ config trained by ``run_experiment`` with no tracker and no Optuna, measured in 
 """
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
 import tempfile
 import time
+
+import torch
 
 from benchmark import tracking
 from benchmark.config import load_config
 from benchmark.experiment import run_experiment
+from benchmark.naming import Tag, TrialStateTag
+from sweeps import spaces
+from sweeps.runner import run_study
+from sweeps.studies import StudySpec
 
-STUDY = "bench-overhead"          # registered in sweeps/studies.py (keep epochs in sync)
 EPOCHS = 2
+
+STUDY = StudySpec(
+    name="bench-overhead",
+    method="mean-pool",
+    space=spaces.lr,
+    summary="benchmark only: 3 short mean-pool trials to measure the sweep overhead per trial",
+    n_trials=3, workers=0, epochs=EPOCHS, pruner="none", sampler="random")
 
 
 def _untracked_seconds(data_root: pathlib.Path, device: str, runs: pathlib.Path) -> float:
-    cfg = load_config("mean-pool", "tvr", data_root=data_root,
+    cfg = load_config(STUDY.method, "tvr", data_root=data_root,
                       trial_overrides={"train.epochs": EPOCHS, "device": device,
                                        "tracking.runs_dir": str(runs)})
     started = time.perf_counter()
-    run_experiment(cfg, None)
+    run_experiment(cfg)
     return time.perf_counter() - started
+
+
+def _sweep(data_root: pathlib.Path, device: str, runs: pathlib.Path, uri: str):
+    """The study on ``device`` in this process, without the launcher's messages; the torch
+    thread count, which the in-process worker sets, restored afterwards."""
+    spec = STUDY.replace(overrides={**STUDY.overrides, "device": device})
+    threads = torch.get_num_threads()
+    try:
+        return run_study(spec, "tvr", data_root=data_root, runs_dir=runs, tracking_uri=uri,
+                         log=lambda message: None)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
     with tempfile.TemporaryDirectory(prefix="bench-sweeps-") as tmp:
         runs = pathlib.Path(tmp) / "runs"
         uri = f"sqlite:///{runs / 'mlflow.db'}"
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sweeps.run", "--study", STUDY, "--collection",
-                        "tvr", "--data-root", str(data_root), "--runs-dir", str(runs),
-                        "--tracking-uri", uri, "--workers", "0"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        result = _sweep(data_root, device, runs, uri)
         sweep_wall = time.perf_counter() - started
-        trials = [r for r in tracking.search_runs(uri, ["tvr-synthetic"], "tags.trial_state = 'COMPLETE'")]
-        trials.sort(key=lambda r: int(r["tags"]["trial"]))
+        trials = tracking.search_runs(uri, [result.experiment],
+                                      f"tags.{Tag.TRIAL_STATE} = '{TrialStateTag.COMPLETE}'")
+        trials.sort(key=lambda r: int(r["tags"][Tag.TRIAL]))
         if not trials:
-            raise RuntimeError(f"the {STUDY} sweep finished no trial")
+            raise RuntimeError(f"the {STUDY.name} sweep finished no trial")
         gaps = [max(0.0, (b["start_time"] - a["end_time"]) / 1000.0)
                 for a, b in zip(trials, trials[1:])]
         mean_gap = sum(gaps) / len(gaps) if gaps else 0.0

@@ -1,0 +1,88 @@
+"""`python -m bench`: speed and memory of the hot paths, in one run, never asserted.
+
+Each topic module of ``bench/`` (``TOPICS``) exposes ``run(data_root, device) -> dict`` of named
+results (speed as ratios against a naive approach measured in the same run, peak memory in MB).
+This CLI generates (once, cached) the synthetic ``small`` TVR collection they share, runs every
+topic (or the ones named with ``--only``), prints one table and writes the results as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from benchmark import stores
+
+TOPICS = ("dl_dkd", "evaluator", "kdc_net", "ms_sl", "sweeps", "training")
+PROFILE, SCALE = "tvr", "small"
+
+
+def _runner(name: str):
+    """The ``run`` function of one topic (imported on demand: topics pull in sweeps, MLflow)."""
+    from bench import dl_dkd, evaluator, kdc_net, ms_sl, sweeps, training
+
+    return {"dl_dkd": dl_dkd.run, "evaluator": evaluator.run, "kdc_net": kdc_net.run,
+            "ms_sl": ms_sl.run, "sweeps": sweeps.run, "training": training.run}[name]
+
+
+def small_tvr(runs_dir: Path) -> Path:
+    """The synthetic small TVR collection under <runs>/data, generated once (the same cache as
+    the sweeps use)."""
+    from sweeps.runner import prepare_data
+
+    root, _ = prepare_data(PROFILE, None, runs_dir, profile=PROFILE, scale=SCALE)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=TOPICS, metavar="TOPIC",
+                        help=f"topics to run (default: all of {', '.join(TOPICS)})")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--runs-dir", default=None)
+    parser.add_argument("--json-out", default=None, help="default: <runs>/bench.json")
+    args = parser.parse_args(argv)
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    runs_dir = stores.runs_dir(args.runs_dir)
+    data_root = small_tvr(runs_dir)
+    names = args.only or list(TOPICS)
+
+    results: dict[str, dict] = {"_meta": {"device": device, "torch": torch.__version__,
+                                          "threads": torch.get_num_threads(),
+                                          "data": str(data_root), "synthetic": True}}
+    failed = []
+    for name in names:
+        start = time.perf_counter()
+        print(f"== {name}", flush=True)
+        try:
+            out = _runner(name)(data_root, device)
+        except Exception:  # report every topic; fail the command at the end
+            traceback.print_exc()
+            failed.append(name)
+            continue
+        out = dict(out)
+        out["bench_wall_seconds"] = round(time.perf_counter() - start, 2)
+        results[name] = out
+        for key, value in out.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            print(f"  {key:<48} {shown}", flush=True)
+
+    path = Path(args.json_out) if args.json_out else runs_dir / "bench.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(f"results written to {path}")
+    if failed:
+        print(f"FAILED benchmark topics: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
