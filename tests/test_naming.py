@@ -18,6 +18,17 @@ def _identity(**kw) -> RunIdentity:
     return RunIdentity(**{**base, **kw})
 
 
+def test_tag_keys_are_the_documented_mlflow_names():
+    """The public contract of docs/architecture.md §7: users filter runs by these names in the
+    MLflow UI and search syntax, so a rename here must be a deliberate, documented change."""
+    assert (Tag.METHOD, Tag.VARIANT, Tag.COLLECTION, Tag.SYNTHETIC, Tag.SEED) == (
+        "method", "variant", "collection", "synthetic", "seed")
+    assert (Tag.STUDY, Tag.TRIAL, Tag.TRIAL_STATE, Tag.KIND, Tag.RECONSTRUCTION) == (
+        "study", "trial", "trial_state", "kind", "reconstruction")
+    assert (TrialStateTag.COMPLETE, TrialStateTag.PRUNED, TrialStateTag.FAIL) == (
+        "COMPLETE", "PRUNED", "FAIL")
+
+
 def test_experiment_and_study_names():
     assert naming.experiment_name("tvr", False) == "tvr"
     assert naming.experiment_name("tvr", True) == "tvr-synthetic"

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from benchmark import tracking
 from benchmark.config import flatten, load_config
+from benchmark.naming import Tag, TrialStateTag
 from benchmark.registry import get_method
 from sweeps import objective as obj
 from sweeps import runner, spaces, storage, studies
@@ -179,12 +180,12 @@ def test_three_trial_study_parent_and_nested_runs(tiny_root, stores_dir, optuna_
         assert run["run_name"] == f"t{n:03d}-mean-pool-tvr-synthetic-s{seed}"
         assert run["status"] == "FINISHED"
         tags = run["tags"]
-        assert {k: tags[k] for k in ("study", "trial", "trial_state", "method", "variant",
-                                     "collection", "synthetic", "seed")} == {
-            "study": "three-tvr-synthetic", "trial": str(n), "trial_state": "COMPLETE",
-            "method": "mean-pool", "variant": "mean-pool", "collection": "tvr",
-            "synthetic": "true", "seed": str(seed)}
-        assert tags["git_commit"]
+        expected = {Tag.STUDY: "three-tvr-synthetic", Tag.TRIAL: str(n),
+                    Tag.TRIAL_STATE: TrialStateTag.COMPLETE, Tag.METHOD: "mean-pool",
+                    Tag.VARIANT: "mean-pool", Tag.COLLECTION: "tvr", Tag.SYNTHETIC: "true",
+                    Tag.SEED: str(seed)}
+        assert {k: tags[k] for k in expected} == expected
+        assert tags[Tag.GIT_COMMIT]
         assert trial.user_attrs[obj.ATTR_RUN_ID] == run["run_id"]
         # Optuna parameter names are the MLflow param names (dotted config paths)
         assert float(run["params"]["optim.lr"]) == pytest.approx(trial.params["optim.lr"])
@@ -211,7 +212,7 @@ def test_diverging_trial_fails_alone(tiny_root, stores_dir, optuna_url, mlflow_u
     assert reason.startswith("NonFiniteLossError") and "non-finite loss" in reason
     runs = _children(mlflow_uri, result.parent_run_id)
     assert [r["status"] for r in runs] == ["FAILED", "FINISHED"]
-    assert runs[0]["tags"]["trial_state"] == "FAIL"
+    assert runs[0]["tags"][Tag.TRIAL_STATE] == TrialStateTag.FAIL
     assert runs[0]["tags"]["failure_reason"] == reason
     assert (result.n_complete, result.n_failed) == (1, 1)
     assert result.best_trial == 1
@@ -229,7 +230,7 @@ def test_pruned_trial_run_finished_with_state_pruned(tiny_root, stores_dir, optu
     assert all(t.last_step == 0 for t in trials)
     assert (result.n_pruned, result.best_trial) == (2, None)
     for run in _children(mlflow_uri, result.parent_run_id):
-        assert run["status"] == "FINISHED" and run["tags"]["trial_state"] == "PRUNED"
+        assert run["status"] == "FINISHED" and run["tags"][Tag.TRIAL_STATE] == TrialStateTag.PRUNED
         assert run["metrics"]["trial/epochs"] == 1.0
         assert "test/SumR" not in run["metrics"]                  # stopped before testing
 
@@ -281,7 +282,7 @@ def test_sigkilled_worker_then_resume_keeps_finished_trials(tiny_root, stores_di
     assert "is gone" in after[1].user_attrs[obj.ATTR_FAIL_REASON]
     assert any("marked FAIL" in line for line in lines)
     stale_run = tracking.get_run(mlflow_uri, victim.user_attrs[obj.ATTR_RUN_ID])
-    assert stale_run["status"] == "FAILED" and stale_run["tags"]["trial_state"] == "FAIL"
+    assert stale_run["status"] == "FAILED" and stale_run["tags"][Tag.TRIAL_STATE] == TrialStateTag.FAIL
     assert (result.n_complete, result.n_stale) == (2, 1)
     runs = _children(mlflow_uri, result.parent_run_id)
     assert [r["status"] for r in runs] == ["FINISHED", "FAILED", "FINISHED"]

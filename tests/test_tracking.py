@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import tracking
-
+from benchmark.naming import KIND_STUDY, Tag
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +77,12 @@ def test_bad_metric_names_rejected_before_sending(uri, name):
 
 
 def test_nested_runs_reopen_search_and_close_stale(uri):
-    with _open(uri, "study-x", tags={"study": "x", "kind": "study"}) as parent:
+    with _open(uri, "study-x", tags={Tag.STUDY: "x", Tag.KIND: KIND_STUDY}) as parent:
         pid = parent.run_id
     children = []
     for i in range(3):
         child = _open(uri, f"t{i:03d}-mean-pool-tvr-synthetic-s{i}",
-                      tags={"study": "x", "trial": str(i)}, parent_run_id=pid)
+                      tags={Tag.STUDY: "x", Tag.TRIAL: str(i)}, parent_run_id=pid)
         children.append(child.run_id)
         if i < 2:
             child.end("FINISHED")                                        # third left RUNNING
