@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmark.errors import PRVRBenchError
 from benchmark.mv import assign_bins, bin_labels
 from benchmark.ranks import multi_positive_block, rank_block
-from benchmark.errors import PRVRBenchError
 
 RECALL_KS = (1, 5, 10, 100)
 METRIC_NAMES = ("R1", "R5", "R10", "R100", "SumR", "MedR", "MeanR", "mAP", "tied_queries",

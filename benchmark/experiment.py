@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from benchmark import naming
 from benchmark.config import ConfigError, ExperimentConfig
 from benchmark.data.errors import DataError
 from benchmark.data.split import load_split
-from benchmark import naming
 from benchmark.interface import PRVRMethod
 from benchmark.naming import RunIdentity
+from benchmark.record import RunRecord
 from benchmark.registry import MethodEntry, get_method
 from benchmark.seeding import seed_everything
 from benchmark.tracker import RunTracker
-from benchmark.record import RunRecord
 
 #: Teacher features are training inputs only (the CLIP text file has no test split, §1.1), and
 #: so is DL-DKD++'s resampling of student frames to the teacher length (§1.3 step 4 happens in

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
 from benchmark.errors import PRVRBenchError
 
 #: docs/architecture.md §4: five width-0.2 right-closed bins, (0, 0.2] ... (0.8, 1.0].

@@ -13,15 +13,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+
 @dataclass
 class RunRecord:
     """One finished run.
 
     ``val`` holds the validation metrics of the selected (best) epoch, ``test`` the test metrics
     of that checkpoint; ``test_by_mv`` maps an M/V bin label to the same metrics plus
-    ``n_queries``, or is None when the test split had no moments table; ``secondary`` maps ``"val"``/``"test"`` to
-    {secondary score key: metrics}. ``epoch_seconds`` is the mean training time of an epoch,
-    ``eval_seconds`` the mean time of one validation pass.
+    ``n_queries``, or is None when the test split had no moments table; ``secondary`` maps
+    ``"val"``/``"test"`` to {secondary score key: metrics}. ``epoch_seconds`` is the mean
+    training time of an epoch, ``eval_seconds`` the mean time of one validation pass.
     """
 
     method: str                      # base name, e.g. "dl-dkd++"

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-
 import os
 import re
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlparse, unquote
+from urllib.parse import unquote, urlparse
 
 # Telemetry does a DNS lookup at import (docs/toolchain.md): off before mlflow is imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

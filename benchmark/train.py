@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="ROOT holding ROOT/<collection>/ in the MS-SL layout")
     p.add_argument("--visual-feature", help="visual feature directory under FeatureData/")
     p.add_argument("--moments", help="moments table (JSON lines: cap_id, ts, duration) for the M/V breakdown")
-    p.add_argument("--relevance", help="dense relevance labels (query_id, gt_video_ids) for multi-positive test")
+    p.add_argument("--relevance",
+                   help="dense relevance labels (query_id, gt_video_ids) for multi-positive test")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=S")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")

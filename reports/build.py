@@ -152,7 +152,7 @@ def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened:
                 f"Optuna storage {stores.redact(url)}; value = best validation SumR of the trial."
                 + (f" {tables.SYNTHETIC_NOTE}" if synth else "")))
             files.append(md)
-            index += [f"[best trials and parameter importances](tables/sweep.md)", ""]
+            index += ["[best trials and parameter importances](tables/sweep.md)", ""]
             if rep.importance_message:
                 index += [rep.importance_message, ""]
     knobs = [c for c in frame.columns if c.startswith("param.")]
@@ -173,9 +173,9 @@ def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened:
         if frame[k].nunique(dropna=True) < 2:
             continue
         name = "curve_" + k[len("param."):].replace(".", "_")
+        knob = k[len("param.method."):] if k.startswith("param.method.") else k[6:]
         drawn += plots.sensitivity_curve(frame, k, out / "figures" / name,
-                                         f"Sensitivity: {k[len('param.method.'):] if k.startswith('param.method.') else k[6:]}"
-                                         f"{title_sfx}")
+                                         f"Sensitivity: {knob}{title_sfx}")
     files += drawn
     caption = ("Each point: validation SumR (the sweep objective) of one run at its selected "
                "epoch; bars: mean ± std over runs at that value; n = runs.")
@@ -244,13 +244,13 @@ def build_report(sel: Selection, out: str | Path | None = None, *,
     if synth:
         index += [f"> **Synthetic data.** {tables.SYNTHETIC_NOTE}", ""]
     index += [f"- MLflow store: `{stores.redact(sel.tracking_uri)}`",
-              f"- selection: " + (f"study `{collected.study}` (parent run "
+              "- selection: " + (f"study `{collected.study}` (parent run "
                                   f"`{collected.parent['run_id']}`)" if collected.parent
                                   else "all finished runs matching the filters"),
               f"- runs: {n_runs} in {frame['collection'].nunique()} collection(s), "
               f"{frame['row'].nunique()} configuration(s); [runs.csv](runs.csv)", ""]
-    index += ["## Ablation table", "", f"[Markdown](tables/ablation.md) · "
-              f"[LaTeX (booktabs)](tables/ablation.tex) · [paired tests (CSV)](tables/tests.csv)",
+    index += ["## Ablation table", "", "[Markdown](tables/ablation.md) · "
+              "[LaTeX (booktabs)](tables/ablation.tex) · [paired tests (CSV)](tables/tests.csv)",
               "", tables.to_markdown(table).split("\n", 2)[2], ""]
 
     _mv_section(collected, frame, out, edges, files, index, notes, [r.row for r in table.rows])

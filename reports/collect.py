@@ -35,9 +35,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from benchmark import stores, tracking
+from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalInputError, EvalResult
 from benchmark.naming import KIND_STUDY, Tag, TrialStateTag, is_set
-from benchmark.errors import PRVRBenchError
 
 TEST_RANKS = "ranks_test.npz"
 VAL_RANKS = "ranks_val.npz"

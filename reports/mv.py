@@ -3,7 +3,8 @@
 docs/methods.md §11: per-bin R@1/5/10/100 and SumR with configurable edges. Each run's bins
 are ``EvalResult.by_mv(edges)`` of its saved test ranks, the one M/V implementation (the
 training loop's record and logged metrics are views of the same function). Per row (a
-configuration, see ``reports/stats.py``) the per-run bin values are averaged over seeds; ``n_queries`` is the bin's query count (the same test set for every seed).
+configuration, see ``reports/stats.py``) the per-run bin values are averaged over seeds;
+``n_queries`` is the bin's query count (the same test set for every seed).
 """
 from __future__ import annotations
 

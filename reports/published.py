@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import pandas as pd
+
 from benchmark.errors import PRVRBenchError
 
 Result = tuple[float | None, float | None, float | None, float | None, float | None]

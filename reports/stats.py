@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from benchmark.evaluate import EvalResult
 from benchmark.errors import PRVRBenchError
+from benchmark.evaluate import EvalResult
 
 MIN_WILCOXON = 10          # fewer differing pairs: the normal approximation is poor -> bootstrap
 N_BOOTSTRAP = 10_000

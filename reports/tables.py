@@ -186,7 +186,7 @@ def build_ablation(collected: Collected, metrics: Sequence[str] = TABLE_METRICS)
     title = "Ablation: " + ", ".join(collection_name(c, synthetic) for c in collections)
     if collected.study:
         title += f" (study {collected.study})"
-    parts = [f"Test-set R@k (%) and SumR, mean ± std over seeds (n = seed count); "
+    parts = ["Test-set R@k (%) and SumR, mean ± std over seeds (n = seed count); "
              "(±x) is the difference to the base row (first row of each method group); "
              "bold = best in column.", describe_tests(tests)]
     parts += notes

@@ -35,13 +35,12 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmark import naming, stores, tracking
-from benchmark.naming import Tag
-from benchmark.naming import TrialStateTag
 from benchmark.data.layout import Layout
+from benchmark.errors import PRVRBenchError
+from benchmark.naming import Tag, TrialStateTag
 from sweeps import objective as obj
 from sweeps import storage as st
 from sweeps.studies import StudySpec
-from benchmark.errors import PRVRBenchError
 
 STUDY_ATTR_PARENT = "mlflow_parent_run_id"
 DATA_SEED = 0   # generator seed of the cached synthetic collection (same bytes on every machine)

@@ -18,8 +18,8 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
 
-from benchmark.stores import redact
 from benchmark.errors import PRVRBenchError
+from benchmark.stores import redact
 
 HEARTBEAT_INTERVAL = 10      # seconds between heartbeats of a running trial
 GRACE_PERIOD = 60            # a trial without a heartbeat this long is stale (other hosts)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from benchmark.errors import PRVRBenchError
 
 SCALES = ("tiny", "small", "full")

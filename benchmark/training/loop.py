@@ -25,10 +25,11 @@ from torch import Tensor
 from benchmark import stores
 from benchmark.config import ExperimentConfig, config_hash, config_to_dict, save_config
 from benchmark.console import TrainingConsole
-from benchmark.data.loaders import steps_per_epoch as count_steps, train_batches
+from benchmark.data.loaders import steps_per_epoch as count_steps
+from benchmark.data.loaders import train_batches
 from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalResult, evaluate_method
-from benchmark.interface import PRVRMethod, Progress
+from benchmark.interface import Progress, PRVRMethod
 from benchmark.memory import peak_rss_mb, reset_peak_rss
 from benchmark.naming import RunIdentity, Tag, flag
 from benchmark.record import RunRecord
