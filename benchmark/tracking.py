@@ -23,6 +23,7 @@ import os
 import re
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Iterable, Mapping
 from urllib.parse import unquote, urlparse
 
@@ -197,7 +198,7 @@ class MLflowRunTracker:
     def __init__(self, tracking_uri: str, run_id: str, experiment_id: str) -> None:
         self.tracking_uri = tracking_uri
         self.client = client_for(tracking_uri)
-        self.run_id: str | None = run_id
+        self.run_id = run_id
         self.experiment_id = experiment_id
         self.ended_status: str | None = None
 
@@ -251,7 +252,8 @@ class MLflowRunTracker:
     def __enter__(self) -> "MLflowRunTracker":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt):

@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from benchmark.config import ConfigError, ExperimentConfig, flatten, load_config
 from benchmark.errors import PRVRBenchError
 from benchmark.naming import RunIdentity
 from benchmark.registry import list_methods
-from benchmark.tracker import NullTracker, RunTracker
+from benchmark.tracker import NullTracker
+
+if TYPE_CHECKING:        # mlflow is imported only when a tracking URI is configured
+    from benchmark.tracking import MLflowRunTracker
 
 EXIT_USAGE = 2
 
@@ -80,7 +83,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, str]:
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if not args.method or not args.collection:
         raise ConfigError("--method and --collection are required (or use --list-methods)")
-    top: dict[str, object] = {}
+    top: dict[str, Any] = {}                 # load_config's top-level shortcuts (**top: Any)
     if args.visual_feature:
         top["data.visual_feature"] = args.visual_feature
     if args.moments:
@@ -106,7 +109,8 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _open_tracker(cfg: ExperimentConfig, identity: RunIdentity) -> RunTracker:
+def _open_tracker(cfg: ExperimentConfig,
+                  identity: RunIdentity) -> NullTracker | MLflowRunTracker:
     """An MLflow run named and tagged by ``identity`` when a tracking URI is configured,
     else a NullTracker."""
     if not cfg.tracking.tracking_uri:
