@@ -31,12 +31,12 @@ import torch
 from torch import Tensor
 
 from benchmark.errors import PRVRBenchError
-from benchmark.interface import Encoding, PRVRMethod
 from benchmark.mv import assign_bins, bin_labels
 from benchmark.ranks import multi_positive_block, rank_block
 
-if TYPE_CHECKING:        # annotation only: reading results must not import the HDF5 data layer
+if TYPE_CHECKING:        # annotations only: reading results must not import the HDF5 data layer
     from benchmark.data.split import SplitData
+    from benchmark.interface import Encoding, PRVRMethod
 
 RECALL_KS = (1, 5, 10, 100)
 METRIC_NAMES = ("R1", "R5", "R10", "R100", "SumR", "MedR", "MeanR", "mAP", "tied_queries",
