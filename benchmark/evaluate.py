@@ -24,15 +24,19 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from benchmark.errors import PRVRBenchError
 from benchmark.mv import assign_bins, bin_labels
 from benchmark.ranks import multi_positive_block, rank_block
-from benchmark.errors import PRVRBenchError
+
+if TYPE_CHECKING:        # annotations only: reading results must not import the HDF5 data layer
+    from benchmark.data.split import SplitData
+    from benchmark.interface import Encoding, PRVRMethod
 
 RECALL_KS = (1, 5, 10, 100)
 METRIC_NAMES = ("R1", "R5", "R10", "R100", "SumR", "MedR", "MeanR", "mAP", "tied_queries",
@@ -198,7 +202,7 @@ class EvalResult:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
+                np.savez_compressed(handle, allow_pickle=False, **arrays)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -381,9 +385,7 @@ def evaluate(scores, query_video, *, relevance: Sequence[np.ndarray] | None = No
     """
     _check_chunk("query_chunk", query_chunk)
     matrices = dict(scores) if isinstance(scores, Mapping) else {key: scores}
-    if not matrices:
-        raise EvalInputError("scores is an empty dict; give at least one score matrix")
-    shape = None
+    shape: tuple[int, ...] | None = None
     for name, matrix in matrices.items():
         if not isinstance(matrix, (Tensor, np.ndarray)):
             raise EvalInputError(f"score matrix {name!r} must be a torch tensor or numpy array, "
@@ -395,6 +397,8 @@ def evaluate(scores, query_video, *, relevance: Sequence[np.ndarray] | None = No
             raise EvalInputError(f"score matrix {name!r} has shape {tuple(matrix.shape)}, "
                                  f"the others {shape}")
         shape = tuple(matrix.shape)
+    if shape is None:
+        raise EvalInputError("scores is an empty dict; give at least one score matrix")
     num_queries, num_videos = shape
     if num_videos == 0:
         raise EvalInputError("score matrices have zero videos")
@@ -418,7 +422,7 @@ def evaluate(scores, query_video, *, relevance: Sequence[np.ndarray] | None = No
     return ranker.result(ids, mv, synthetic)
 
 
-def _method_device(method: torch.nn.Module, device) -> torch.device:
+def _method_device(method: torch.nn.Module, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     for tensor in method.parameters():
@@ -428,8 +432,9 @@ def _method_device(method: torch.nn.Module, device) -> torch.device:
     return torch.device("cpu")
 
 
-def evaluate_method(method, split, *, query_chunk: int = 2048, video_chunk: int | None = None,
-                    device=None) -> EvalResult:
+def evaluate_method(method: PRVRMethod, split: SplitData, *, query_chunk: int = 2048,
+                    video_chunk: int | None = None,
+                    device: torch.device | str | None = None) -> EvalResult:
     """Encode a split with ``method`` and rank every score key it returns.
 
     Videos are encoded once, ``video_chunk`` at a time (all at once when None); their encodings
@@ -458,7 +463,7 @@ def evaluate_method(method, split, *, query_chunk: int = 2048, video_chunk: int 
     method.eval()
     try:
         with torch.no_grad():
-            parts = []
+            parts: list[Encoding] = []
             for vs in range(0, num_videos, step):    # loop over video chunks
                 batch = split.video_batch(np.arange(vs, min(vs + step, num_videos))).to(device)
                 parts.append(method.encode_videos(batch).to(keep))
@@ -484,7 +489,8 @@ def evaluate_method(method, split, *, query_chunk: int = 2048, video_chunk: int 
     return ranker.result(ids, mv, bool(split.synthetic))
 
 
-def _checked_scores(out, q: int, v: int, expected_keys) -> dict[str, Tensor]:
+def _checked_scores(out: object, q: int, v: int,
+                    expected_keys: Iterable[str] | None) -> dict[str, Tensor]:
     if not isinstance(out, Mapping) or PRIMARY_KEY not in out:
         raise EvalInputError(f"method.score must return a dict with a {PRIMARY_KEY!r} entry, "
                              f"got {type(out).__name__}"

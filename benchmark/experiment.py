@@ -8,18 +8,23 @@ the train CLI, the sweep objective and the training loop all receive instead of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Mapping
 
+from benchmark import naming
 from benchmark.config import ConfigError, ExperimentConfig
 from benchmark.data.errors import DataError
-from benchmark.data.split import load_split
-from benchmark import naming
+from benchmark.data.split import SplitData, load_split
 from benchmark.interface import PRVRMethod
 from benchmark.naming import RunIdentity
+from benchmark.record import RunRecord
 from benchmark.registry import MethodEntry, get_method
 from benchmark.seeding import seed_everything
 from benchmark.tracker import RunTracker
-from benchmark.record import RunRecord
+
+if TYPE_CHECKING:        # the loop and its console are imported when a run starts (run_experiment)
+    from benchmark.console import TrainingConsole
+    from benchmark.training.loop import Hook
 
 #: Teacher features are training inputs only (the CLIP text file has no test split, §1.1), and
 #: so is DL-DKD++'s resampling of student frames to the teacher length (§1.3 step 4 happens in
@@ -31,7 +36,7 @@ TRAIN_ONLY_REQUIREMENTS = frozenset({"teacher", "teacher_length"})
 @dataclass(frozen=True)
 class Prepared:
     entry: MethodEntry
-    splits: Mapping[str, object]
+    splits: Mapping[str, SplitData]
     method: PRVRMethod
     identity: RunIdentity
 
@@ -49,19 +54,20 @@ def identify(cfg: ExperimentConfig, synthetic: bool, *, study: str | None = None
                        git_commit=naming.git_commit(), git_dirty=naming.git_dirty())
 
 
-def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, object]:
+def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, SplitData]:
     """train/val/test ``SplitData``; ``requires`` opens optional inputs (teacher: train only).
     Dense relevance labels apply to the test split (docs/datasets.md)."""
     d = cfg.data
     if not d.data_root:
         raise ConfigError("data.data_root is not set: pass --data-root ROOT")
-    common = dict(visual_feature=d.visual_feature, moments=d.moments, max_frames=d.max_frames,
-                  max_query_tokens=d.max_query_tokens, num_clips=d.num_clips)
-    splits = {}
+    splits: dict[str, SplitData] = {}
     for split in ("train", "val", "test"):
         req = requires if split == "train" else requires - TRAIN_ONLY_REQUIREMENTS
         splits[split] = load_split(d.data_root, d.collection, split, requires=req,
-                                   relevance=d.relevance if split == "test" else None, **common)
+                                   relevance=d.relevance if split == "test" else None,
+                                   visual_feature=d.visual_feature, moments=d.moments,
+                                   max_frames=d.max_frames, max_query_tokens=d.max_query_tokens,
+                                   num_clips=d.num_clips)
     dims = {s: (sd.dims.query, sd.dims.video) for s, sd in splits.items()}
     if len(set(dims.values())) != 1:
         raise DataError(d.data_root, f"feature dimensions (query, video) differ between the "
@@ -89,11 +95,12 @@ def prepare(cfg: ExperimentConfig, identity: RunIdentity | None = None) -> Prepa
 
 
 def run_experiment(cfg: ExperimentConfig, tracker: RunTracker | None = None,
-                   hooks: Iterable = (), *, identity: RunIdentity | None = None,
-                   **fit_kwargs) -> RunRecord:
+                   hooks: Iterable[Hook] = (), *, identity: RunIdentity | None = None,
+                   run_dir: str | Path | None = None,
+                   console: TrainingConsole | None = None) -> RunRecord:
     """Prepare, then train with the shared loop and return the run record."""
     from benchmark.training.loop import fit
 
     prepared = prepare(cfg, identity)
     return fit(prepared.method, prepared.splits, cfg, tracker, hooks,
-               identity=prepared.identity, **fit_kwargs)
+               identity=prepared.identity, run_dir=run_dir, console=console)

@@ -15,7 +15,8 @@ from benchmark.errors import PRVRBenchError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmark.generate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.generate",
+                                description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--profile", required=True, choices=PROFILES, help="dataset shape to imitate")
     p.add_argument("--scale", default="small", choices=SCALES,
                    help="tiny (tests), small (sweep default), full (real split sizes)")

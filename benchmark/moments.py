@@ -19,8 +19,8 @@ import sys
 import numpy as np
 
 from benchmark.data.annotations import convert, write_moments
-from benchmark.errors import PRVRBenchError
 from benchmark.data.text import video_id_of
+from benchmark.errors import PRVRBenchError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
 from benchmark.errors import PRVRBenchError
 
 #: docs/architecture.md §4: five width-0.2 right-closed bins, (0, 0.2] ... (0.8, 1.0].
@@ -29,7 +30,7 @@ class MVValueError(PRVRBenchError, ValueError):
     """An M/V array is malformed (wrong shape, NaN, or outside [0, 1])."""
 
 
-def validate_edges(edges: Sequence[float] | None = None) -> tuple[float, ...]:
+def validate_edges(edges: Sequence[float] | np.ndarray | None = None) -> tuple[float, ...]:
     """Return the edges as a tuple of floats rounded to 6 decimals, or raise ``MVEdgesError``.
 
     ``None`` means ``DEFAULT_MV_EDGES``.

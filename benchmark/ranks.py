@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
 from benchmark.errors import PRVRBenchError
 
 

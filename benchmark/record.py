@@ -13,15 +13,22 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from benchmark.errors import PRVRBenchError
+
+
+class RecordError(PRVRBenchError, ValueError):
+    """A run record file does not match the ``RunRecord`` fields."""
+
+
 @dataclass
 class RunRecord:
     """One finished run.
 
     ``val`` holds the validation metrics of the selected (best) epoch, ``test`` the test metrics
     of that checkpoint; ``test_by_mv`` maps an M/V bin label to the same metrics plus
-    ``n_queries``, or is None when the test split had no moments table; ``secondary`` maps ``"val"``/``"test"`` to
-    {secondary score key: metrics}. ``epoch_seconds`` is the mean training time of an epoch,
-    ``eval_seconds`` the mean time of one validation pass.
+    ``n_queries``, or is None when the test split had no moments table; ``secondary`` maps
+    ``"val"``/``"test"`` to {secondary score key: metrics}. ``epoch_seconds`` is the mean
+    training time of an epoch, ``eval_seconds`` the mean time of one validation pass.
     """
 
     method: str                      # base name, e.g. "dl-dkd++"
@@ -62,7 +69,7 @@ class RunRecord:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"run record has unknown fields {unknown}")
+            raise RecordError(f"run record has unknown fields {unknown}")
         data = dict(data)
         if isinstance(data.get("test_by_mv"), dict) and "absent" in data["test_by_mv"]:
             data["test_by_mv"] = None        # records written before the sentinel was dropped
@@ -80,7 +87,8 @@ class RunRecord:
 _METRIC_FIELDS = ("val", "test", "test_by_mv", "secondary")
 
 
-def _nan_to_none(obj):
+def _nan_to_none(obj: Any) -> Any:
+    """``obj`` with every NaN float replaced by None, through dicts and lists (tuples become lists)."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
@@ -90,7 +98,7 @@ def _nan_to_none(obj):
     return obj
 
 
-def _metrics_none_to_nan(obj):
+def _metrics_none_to_nan(obj: Any) -> Any:
     if obj is None:
         return math.nan
     if isinstance(obj, dict):
@@ -98,7 +106,7 @@ def _metrics_none_to_nan(obj):
     return obj
 
 
-def _none_to_nan(data: dict) -> dict:
+def _none_to_nan(data: dict[str, Any]) -> dict[str, Any]:
     """Inverse of the NaN→null step, only inside the metric dictionaries."""
     for name in _METRIC_FIELDS:
         if name in data and isinstance(data[name], dict):

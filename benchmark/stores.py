@@ -5,8 +5,10 @@ Precedence everywhere: command-line flag (or its config field), then environment
 | what | flag | environment | default |
 |---|---|---|---|
 | run directory | ``--runs-dir`` | ``PRVR_RUNS_DIR`` | ``./runs`` |
-| MLflow tracking | ``--tracking-uri`` | ``MLFLOW_TRACKING_URI`` | ``sqlite:///<runs>/mlflow.db`` (artifacts ``<runs>/mlartifacts``) |
+| MLflow tracking | ``--tracking-uri`` | ``MLFLOW_TRACKING_URI`` | ``sqlite:///<runs>/mlflow.db`` |
 | Optuna storage | ``--storage`` | ``PRVR_OPTUNA_STORAGE`` | ``sqlite:///<runs>/optuna.db`` |
+
+MLflow artifacts of the default tracking store go to ``<runs>/mlartifacts``.
 """
 from __future__ import annotations
 

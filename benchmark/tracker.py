@@ -11,7 +11,8 @@ from typing import Any, Mapping, Protocol
 
 
 class RunTracker(Protocol):
-    run_id: str | None
+    @property
+    def run_id(self) -> str | None: ...             # None when nothing is tracked
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-
 import os
 import re
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlparse, unquote
+from urllib.parse import unquote, urlparse
 
 # Telemetry does a DNS lookup at import (docs/toolchain.md): off before mlflow is imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -198,7 +198,7 @@ class MLflowRunTracker:
     def __init__(self, tracking_uri: str, run_id: str, experiment_id: str) -> None:
         self.tracking_uri = tracking_uri
         self.client = client_for(tracking_uri)
-        self.run_id: str | None = run_id
+        self.run_id = run_id
         self.experiment_id = experiment_id
         self.ended_status: str | None = None
 
@@ -252,7 +252,8 @@ class MLflowRunTracker:
     def __enter__(self) -> "MLflowRunTracker":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt):

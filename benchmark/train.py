@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from benchmark.config import ConfigError, ExperimentConfig, flatten, load_config
 from benchmark.errors import PRVRBenchError
 from benchmark.naming import RunIdentity
 from benchmark.registry import list_methods
-from benchmark.tracker import NullTracker, RunTracker
+from benchmark.tracker import NullTracker
+
+if TYPE_CHECKING:        # mlflow is imported only when a tracking URI is configured
+    from benchmark.tracking import MLflowRunTracker
 
 EXIT_USAGE = 2
 
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="ROOT holding ROOT/<collection>/ in the MS-SL layout")
     p.add_argument("--visual-feature", help="visual feature directory under FeatureData/")
     p.add_argument("--moments", help="moments table (JSON lines: cap_id, ts, duration) for the M/V breakdown")
-    p.add_argument("--relevance", help="dense relevance labels (query_id, gt_video_ids) for multi-positive test")
+    p.add_argument("--relevance",
+                   help="dense relevance labels (query_id, gt_video_ids) for multi-positive test")
     p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
     p.add_argument("--seed", type=int, help="shortcut for --set seed=S")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
@@ -79,7 +83,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, str]:
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if not args.method or not args.collection:
         raise ConfigError("--method and --collection are required (or use --list-methods)")
-    top: dict[str, object] = {}
+    top: dict[str, Any] = {}                 # load_config's top-level shortcuts (**top: Any)
     if args.visual_feature:
         top["data.visual_feature"] = args.visual_feature
     if args.moments:
@@ -105,7 +109,8 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def _open_tracker(cfg: ExperimentConfig, identity: RunIdentity) -> RunTracker:
+def _open_tracker(cfg: ExperimentConfig,
+                  identity: RunIdentity) -> NullTracker | MLflowRunTracker:
     """An MLflow run named and tagged by ``identity`` when a tracking URI is configured,
     else a NullTracker."""
     if not cfg.tracking.tracking_uri:

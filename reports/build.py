@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import pandas as pd
 
@@ -27,9 +27,9 @@ from benchmark import stores, tracking
 from reports import mv as mvmod
 from reports import plots, published, sensitivity, tables
 from reports.collect import Collected, Selection, collect
-from reports.stats import add_row_keys, summarise
+from reports.stats import add_row_keys, column, columns, summarise
 
-# sweep figures (docs/methods.md §9.3.6, §13; issue 8): knob pairs drawn as heatmaps
+# sweep figures (docs/methods.md §9.3.6, §13): knob pairs drawn as heatmaps
 HEATMAP_PAIRS = (("method.krd.delta", "method.krd.lam"),
                  ("method.kd_decay.kind", "method.kd_temperature"))
 CURVE_FIRST = ("method.krd.window",)          # the KRD window-size curve comes first
@@ -94,7 +94,7 @@ def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
                 q_edges = mvmod.quantile_edges(mv_values[mv_values > 0])
             except ValueError:
                 continue
-            sub = Collected(frame=collected.frame[collected.frame["collection"] == c],
+            sub = Collected(frame=collected.frame.loc[collected.frame["collection"] == c],
                             ranks=collected.ranks, parent=collected.parent, study=collected.study,
                             tracking_uri=collected.tracking_uri)
             qf, _ = mvmod.mv_frame(sub, q_edges)
@@ -130,7 +130,7 @@ def with_trial_params(frame: pd.DataFrame, params: dict[str, dict]) -> pd.DataFr
     for k in keys:
         values = [params.get(rid, {}).get(k) for rid in frame["run_id"]]
         col = pd.Series(values, index=frame.index, dtype=object)
-        numeric = pd.to_numeric(col, errors="coerce")
+        numeric = cast(pd.Series, pd.to_numeric(col, errors="coerce"))   # a Series in, a Series out
         out[f"param.{k}"] = numeric if numeric.notna().sum() == col.notna().sum() else col
     return out
 
@@ -152,7 +152,7 @@ def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened:
                 f"Optuna storage {stores.redact(url)}; value = best validation SumR of the trial."
                 + (f" {tables.SYNTHETIC_NOTE}" if synth else "")))
             files.append(md)
-            index += [f"[best trials and parameter importances](tables/sweep.md)", ""]
+            index += ["[best trials and parameter importances](tables/sweep.md)", ""]
             if rep.importance_message:
                 index += [rep.importance_message, ""]
     knobs = [c for c in frame.columns if c.startswith("param.")]
@@ -164,18 +164,18 @@ def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened:
     drawn: list[Path] = []
     for a, b in HEATMAP_PAIRS:
         pa, pb = f"param.{a}", f"param.{b}"
-        if pa in frame and pb in frame and frame[[pa, pb]].notna().all(axis=1).sum() >= 2:
+        if pa in frame and pb in frame and len(columns(frame, [pa, pb]).dropna()) >= 2:
             name = f"heatmap_{a.split('.')[-1]}_{b.split('.')[-1]}"
             drawn += plots.sensitivity_heatmap(frame, pa, pb, out / "figures" / name,
                                                f"Validation SumR: {a[7:]} × {b[7:]}{title_sfx}")
     order = sorted(knobs, key=lambda k: (k[len("param."):] not in CURVE_FIRST, k))
     for k in order[:MAX_CURVES]:
-        if frame[k].nunique(dropna=True) < 2:
+        if column(frame, k).nunique(dropna=True) < 2:
             continue
         name = "curve_" + k[len("param."):].replace(".", "_")
+        knob = k[len("param.method."):] if k.startswith("param.method.") else k[6:]
         drawn += plots.sensitivity_curve(frame, k, out / "figures" / name,
-                                         f"Sensitivity: {k[len('param.method.'):] if k.startswith('param.method.') else k[6:]}"
-                                         f"{title_sfx}")
+                                         f"Sensitivity: {knob}{title_sfx}")
     files += drawn
     caption = ("Each point: validation SumR (the sweep objective) of one run at its selected "
                "epoch; bars: mean ± std over runs at that value; n = runs.")
@@ -189,7 +189,7 @@ def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened:
 
 def _published_section(collected: Collected, frame: pd.DataFrame, out: Path,
                        files: list[Path], index: list[str]) -> None:
-    real = frame[~frame["synthetic"]]
+    real: pd.DataFrame = frame.loc[~frame["synthetic"]]
     index += ["## Published results", ""]
     if real.empty:
         index += ["Omitted: every selected run is on synthetic data, and synthetic results are "
@@ -244,13 +244,13 @@ def build_report(sel: Selection, out: str | Path | None = None, *,
     if synth:
         index += [f"> **Synthetic data.** {tables.SYNTHETIC_NOTE}", ""]
     index += [f"- MLflow store: `{stores.redact(sel.tracking_uri)}`",
-              f"- selection: " + (f"study `{collected.study}` (parent run "
+              "- selection: " + (f"study `{collected.study}` (parent run "
                                   f"`{collected.parent['run_id']}`)" if collected.parent
                                   else "all finished runs matching the filters"),
               f"- runs: {n_runs} in {frame['collection'].nunique()} collection(s), "
               f"{frame['row'].nunique()} configuration(s); [runs.csv](runs.csv)", ""]
-    index += ["## Ablation table", "", f"[Markdown](tables/ablation.md) · "
-              f"[LaTeX (booktabs)](tables/ablation.tex) · [paired tests (CSV)](tables/tests.csv)",
+    index += ["## Ablation table", "", "[Markdown](tables/ablation.md) · "
+              "[LaTeX (booktabs)](tables/ablation.tex) · [paired tests (CSV)](tables/tests.csv)",
               "", tables.to_markdown(table).split("\n", 2)[2], ""]
 
     _mv_section(collected, frame, out, edges, files, index, notes, [r.row for r in table.rows])

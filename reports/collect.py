@@ -30,14 +30,14 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import pandas as pd
 
 from benchmark import stores, tracking
+from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalInputError, EvalResult
 from benchmark.naming import KIND_STUDY, Tag, TrialStateTag, is_set
-from benchmark.errors import PRVRBenchError
 
 TEST_RANKS = "ranks_test.npz"
 VAL_RANKS = "ranks_val.npz"
@@ -279,10 +279,12 @@ def build_frame(runs: Sequence[Mapping[str, Any]], test: Mapping[str, EvalResult
     # knobs that vary across the selection, as parsed numbers where they are numbers
     params = pd.DataFrame([{k: v for k, v in run["params"].items() if _is_knob(k)} for run in runs])
     if not params.empty:
-        varying = [c for c in params.columns if params[c].astype(str).nunique(dropna=False) > 1]
+        # params[name] is one column: the names of a frame built from dicts are unique
+        varying = [c for c in params.columns
+                   if cast(pd.Series, params[c]).astype(str).nunique(dropna=False) > 1]
         for col in sorted(varying):
-            values = params[col]
-            numeric = pd.to_numeric(values, errors="coerce")
+            values = cast(pd.Series, params[col])
+            numeric = cast(pd.Series, pd.to_numeric(values, errors="coerce"))  # Series in and out
             frame[f"param.{col}"] = numeric if numeric.notna().sum() == values.notna().sum() \
                 else values
     frame["synthetic"] = frame["synthetic"] | frame["test_synthetic"]

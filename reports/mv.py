@@ -3,7 +3,8 @@
 docs/methods.md §11: per-bin R@1/5/10/100 and SumR with configurable edges. Each run's bins
 are ``EvalResult.by_mv(edges)`` of its saved test ranks, the one M/V implementation (the
 training loop's record and logged metrics are views of the same function). Per row (a
-configuration, see ``reports/stats.py``) the per-run bin values are averaged over seeds; ``n_queries`` is the bin's query count (the same test set for every seed).
+configuration, see ``reports/stats.py``) the per-run bin values are averaged over seeds;
+``n_queries`` is the bin's query count (the same test set for every seed).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 
 from benchmark.mv import bin_labels, validate_edges
 from reports.collect import Collected
-from reports.stats import add_row_keys
+from reports.stats import add_row_keys, groups
 
 MV_METRICS = ("R1", "R5", "R10", "R100", "SumR")
 DEFAULT_REPORT_EDGES = (0.0, 0.1, 0.2, 0.4, 0.6, 1.0)      # docs/methods.md §11 (b)
@@ -51,7 +52,7 @@ def mv_frame(collected: Collected, edges: Sequence[float] | None = None) -> tupl
         notes.append(f"M/V breakdown absent for {len(absent)} run(s) (no moments table was "
                      "loaded for their test split)")
     lines = []
-    for (collection, row), sub in frame.groupby(["collection", "row"], sort=False):
+    for (collection, row), sub in groups(frame, ["collection", "row"]):
         per_run = [collected.ranks[rid].by_mv(edges) for rid in sub["run_id"]
                    if collected.ranks[rid].mv is not None]
         if not per_run:
@@ -71,7 +72,7 @@ def mv_frame(collected: Collected, edges: Sequence[float] | None = None) -> tupl
 def mv_markdown(mv: pd.DataFrame, collection: str, title: str, caption: str,
                 display=lambda row, method: row) -> str:
     """One Markdown table per metric block: rows = configurations, columns = bins ``label (n)``."""
-    sub = mv[mv["collection"] == collection]
+    sub: pd.DataFrame = mv.loc[mv["collection"] == collection]
     bins = sub.drop_duplicates("bin_index").sort_values("bin_index")
     headers = [f"{b} (n={int(n)})" for b, n in zip(bins["bin"], bins["n_queries"])]
     lines = [f"### {title}", ""]
@@ -79,7 +80,7 @@ def mv_markdown(mv: pd.DataFrame, collection: str, title: str, caption: str,
         lines += [f"**{m.replace('R', 'R@', 1) if m != 'SumR' else 'SumR'}**", "",
                   "| Method | " + " | ".join(headers) + " |",
                   "|:---|" + "---:|" * len(headers)]
-        for (row, method), g in sub.groupby(["row", "method"], sort=False):
+        for (row, method), g in groups(sub, ["row", "method"]):
             vals = g.sort_values("bin_index")[m]
             cells = ["–" if math.isnan(v) else f"{v:.1f}" for v in vals]
             lines.append(f"| {display(row, method)} | " + " | ".join(cells) + " |")

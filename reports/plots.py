@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reports.mv import MV_METRICS  # noqa: E402
-from reports.stats import short_param  # noqa: E402
+from reports.stats import column, columns, short_param  # noqa: E402
 
 METRIC_LABELS = {"R1": "R@1 (%)", "R5": "R@5 (%)", "R10": "R@10 (%)", "R100": "R@100 (%)",
                  "SumR": "SumR", "val/SumR": "validation SumR", "test/SumR": "test SumR"}
@@ -70,7 +70,7 @@ def mv_figure(mv: pd.DataFrame, collection: str, stem: Path, title: str,
               row_order: Sequence[str] | None = None) -> list[Path]:
     """Bars of each metric per M/V bin and configuration for one collection; ``row_order``
     (the table's row order) orders the colours and the legend."""
-    sub = mv[mv["collection"] == collection].copy()
+    sub: pd.DataFrame = mv.loc[mv["collection"] == collection].copy()
     if sub.empty:
         raise ValueError(f"no M/V rows for collection {collection!r}")
     bins = sub.drop_duplicates("bin_index").sort_values("bin_index")
@@ -125,14 +125,20 @@ def mv_figure(mv: pd.DataFrame, collection: str, stem: Path, title: str,
 
 
 # --------------------------------------------------------------------------- sensitivity
-def discretise(values: pd.Series, max_levels: int = 6, n_bins: int = 4) -> pd.Series:
+def _numeric(values: pd.Series) -> pd.Series:
+    """``values`` parsed as numbers, NaN where a value is not one."""
+    return cast(pd.Series, pd.to_numeric(values, errors="coerce"))      # a Series in, a Series out
+
+
+def discretise(values: pd.Series, max_levels: int = 6,
+               n_bins: int = 4) -> pd.Categorical | pd.Series:
     """Ordered categorical levels of a knob: its values when few, else ``n_bins`` bins."""
     values = values.copy()
-    numeric = pd.to_numeric(values, errors="coerce")
+    numeric = _numeric(values)
     if numeric.notna().sum() != values.notna().sum():          # categorical knob
         cats = sorted(values.dropna().astype(str).unique())
         return pd.Categorical(values.astype(str), categories=cats, ordered=True)
-    uniq = np.sort(numeric.dropna().unique())
+    uniq = np.sort(cast(np.ndarray, numeric.dropna().unique()))   # numpy dtype: an ndarray
     if len(uniq) <= max_levels:
         labels = [f"{v:.3g}" for v in uniq]
         return pd.Categorical(numeric.map(lambda v: f"{v:.3g}" if pd.notna(v) else None),
@@ -143,25 +149,26 @@ def discretise(values: pd.Series, max_levels: int = 6, n_bins: int = 4) -> pd.Se
     else:
         edges = np.linspace(lo, hi, n_bins + 1)
     labels = [f"{a:.2g}–{b:.2g}" for a, b in zip(edges[:-1], edges[1:])]
-    return pd.cut(numeric, bins=edges, labels=labels, include_lowest=True, ordered=True)
+    return cast(pd.Series, pd.cut(numeric, bins=edges, labels=labels, include_lowest=True,
+                                  ordered=True))                              # a Series in, a Series out
 
 
 def sensitivity_curve(frame: pd.DataFrame, param: str, stem: Path, title: str,
                       y: str = "val/SumR") -> list[Path]:
     """``y`` against knob column ``param`` (``param.<key>``): points with mean ± std bars."""
-    data = frame[[param, y]].dropna()
+    data = columns(frame, [param, y]).dropna()
     if data.empty:
         raise ValueError(f"no runs with both {param!r} and {y!r}")
-    data = data.assign(level=discretise(data[param]))
+    data = data.assign(level=discretise(column(data, param)))
     fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
     stats = data.groupby("level", observed=True)[y].agg(["mean", "std", "count"]).reset_index()
     xs = np.arange(len(stats))
-    categorical = pd.to_numeric(data[param], errors="coerce").isna().any()
+    categorical = _numeric(column(data, param)).isna().any()
     ax.errorbar(xs, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3,
                 color=sns.color_palette("colorblind")[0],
                 linestyle="none" if categorical else "-")     # no line between categories
     position = {level: x for x, level in zip(xs, stats["level"])}
-    ax.scatter(data["level"].map(position).astype(float), data[y], s=12, alpha=0.35,
+    ax.scatter(column(data, "level").map(position).astype(float), data[y], s=12, alpha=0.35,
                color="black")
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{lv}\n(n={int(n)})" for lv, n in zip(stats["level"], stats["count"])],
@@ -177,10 +184,10 @@ def sensitivity_curve(frame: pd.DataFrame, param: str, stem: Path, title: str,
 def sensitivity_heatmap(frame: pd.DataFrame, px: str, py: str, stem: Path, title: str,
                         value: str = "val/SumR") -> list[Path]:
     """Mean ``value`` over (``px`` level, ``py`` level) cells, annotated ``mean (n)``."""
-    data = frame[[px, py, value]].dropna()
+    data = columns(frame, [px, py, value]).dropna()
     if data.empty:
         raise ValueError(f"no runs with {px!r}, {py!r} and {value!r}")
-    data = data.assign(x=discretise(data[px]), y=discretise(data[py]))
+    data = data.assign(x=discretise(column(data, px)), y=discretise(column(data, py)))
     grid = data.pivot_table(index="y", columns="x", values=value, aggfunc="mean", observed=False)
     count = data.pivot_table(index="y", columns="x", values=value, aggfunc="count",
                              observed=False).reindex_like(grid)

@@ -5,7 +5,7 @@ Each value is (R@1, R@5, R@10, R@100, SumR) in percent; None where the source gi
 Sources (as in §12): [3P-TF] Table 6 and [3P-TRACE] Table 1 (both reprint the original
 papers), the official READMEs, [3P-FDVS].
 
-Rules (docs/methods.md §9.3.1, §12; issue 8):
+Rules (docs/methods.md §9.3.1, §12):
 * only runs on **real** data are ever placed next to these numbers; synthetic runs never are;
 * ``kdc-net`` is the reconstruction, never the paper's method: it is not matched to any row,
   and the published KDC-Net row stays [GAP] (it is not in this data at all).
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping, Protocol, cast
 
 import pandas as pd
+
 from benchmark.errors import PRVRBenchError
+from reports.stats import column, summary_lines
 
 Result = tuple[float | None, float | None, float | None, float | None, float | None]
 
@@ -36,7 +38,8 @@ def _r(text: str) -> Result:
     parts = [None if p in ("–", "-") else float(p) for p in text.split("/")]
     if len(parts) != 5:
         raise ValueError(f"published result {text!r} needs five values")
-    return tuple(parts)  # type: ignore[return-value]
+    r1, r5, r10, r100, sum_r = parts
+    return r1, r5, r10, r100, sum_r
 
 
 # docs/methods.md §12, standard features (order as in the table there)
@@ -134,23 +137,23 @@ def comparison(summary: pd.DataFrame, collection: str) -> pd.DataFrame:
     knobs, for methods that have a published row; kdc-net is never matched.
     Columns: method, kind (published | reproduced), source, n, R1..SumR, delta_SumR.
     """
-    sub = summary[summary["collection"] == collection]
-    if sub["synthetic"].any():
+    sub: pd.DataFrame = summary.loc[summary["collection"] == collection]
+    if column(sub, "synthetic").any():
         raise SyntheticComparisonError(
             "synthetic results are never placed next to published numbers "
             f"({', '.join(sub.loc[sub['synthetic'], 'row'].unique()[:3])})")
     out = []
     for harness, pub in HARNESS_TO_PUBLISHED.items():
         res = pub.results.get(collection)
-        mine = sub[(sub["method"] == harness) & (sub["variant"] == harness)
-                   & sub["row_params"].map(lambda p: not p)]
+        mine: pd.DataFrame = sub.loc[(sub["method"] == harness) & (sub["variant"] == harness)
+                                     & column(sub, "row_params").map(lambda p: not p)]
         if res is None and mine.empty:
             continue
         if res is not None:
             out.append({"method": pub.method, "kind": "published", "source": pub.source, "n": math.nan,
                         **{m: (math.nan if v is None else v) for m, v in zip(PUBLISHED_METRICS, res)},
                         "delta_SumR": math.nan})
-        for line in mine.itertuples(index=False):
+        for line in summary_lines(mine):
             pub_sum = res[4] if res is not None and res[4] is not None else math.nan
             out.append({"method": pub.method, "kind": "reproduced", "source": "prvr-bench",
                         "n": line.n, **{m: getattr(line, f"{m}_mean") for m in PUBLISHED_METRICS},
@@ -158,11 +161,26 @@ def comparison(summary: pd.DataFrame, collection: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+class _ComparisonLine(Protocol):
+    """One line of :func:`comparison` as ``DataFrame.itertuples(index=False)`` gives it."""
+
+    method: str
+    kind: str
+    source: str
+    n: float                  # NaN for a published line
+    R1: float
+    R5: float
+    R10: float
+    R100: float
+    SumR: float
+    delta_SumR: float
+
+
 def comparison_markdown(comp: pd.DataFrame, title: str) -> str:
     lines = [f"### {title}", "", "| Method | | Source | n | R@1 | R@5 | R@10 | R@100 | SumR | ΔSumR |",
              "|:---|:---|:---|---:|---:|---:|---:|---:|---:|---:|"]
     f = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"  # noqa: E731
-    for r in comp.itertuples(index=False):
+    for r in cast(Iterable[_ComparisonLine], comp.itertuples(index=False)):
         n = "" if isinstance(r.n, float) and math.isnan(r.n) else str(int(r.n))
         delta = "" if math.isnan(r.delta_SumR) else f"{r.delta_SumR:+.1f}"
         lines.append(f"| {r.method} | {r.kind} | {r.source} | {n} | {f(r.R1)} | {f(r.R5)} | "

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence, cast
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from benchmark.evaluate import EvalResult
 from benchmark.errors import PRVRBenchError
+from benchmark.evaluate import EvalResult
 
 MIN_WILCOXON = 10          # fewer differing pairs: the normal approximation is poor -> bootstrap
 N_BOOTSTRAP = 10_000
@@ -44,6 +44,26 @@ TEST_NAMES = {
 
 class PairingError(PRVRBenchError, ValueError):
     """Two rows cannot be paired: their runs rank different query sets."""
+
+
+# ------------------------------------------------------------------------- frame access
+# pandas annotates ``frame[key]`` as Series or DataFrame whatever the key, and a group key as
+# Hashable; these say what a column name and a list of grouping columns give.
+def column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """The column ``name`` of ``frame``."""
+    return cast(pd.Series, frame[name])
+
+
+def columns(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The columns ``names`` of ``frame``, in that order."""
+    return cast(pd.DataFrame, frame[list(names)])
+
+
+def groups(frame: pd.DataFrame, keys: Sequence[str], *,
+           sort: bool = False) -> Iterator[tuple[tuple[Any, ...], pd.DataFrame]]:
+    """``frame.groupby(keys, sort=sort)``: each group's values of ``keys`` and its rows."""
+    for key, sub in frame.groupby(list(keys), sort=sort):
+        yield cast(tuple[Any, ...], key), sub
 
 
 # ----------------------------------------------------------------------------------- rows
@@ -70,7 +90,8 @@ def add_row_keys(frame: pd.DataFrame) -> pd.DataFrame:
     pcols = [c for c in frame.columns if c.startswith("param.")]
     labels = pd.Series("", index=frame.index, dtype=object)
     params = pd.Series([{} for _ in range(len(frame))], index=frame.index, dtype=object)
-    for (collection, variant), idx in frame.groupby(["collection", "variant"]).groups.items():
+    for key, idx in frame.groupby(["collection", "variant"]).groups.items():
+        _, variant = cast(tuple[str, str], key)
         sub = frame.loc[idx]
         varying = [c for c in pcols if sub[c].astype(str).nunique(dropna=False) > 1]
         for i in idx:
@@ -94,7 +115,7 @@ class SeedStats:
     n: int
 
 
-def seed_stats(values: Sequence[float]) -> SeedStats:
+def seed_stats(values: Sequence[float] | np.ndarray) -> SeedStats:
     """Mean and sample std (ddof = 1) over seeds; std is NaN for a single seed."""
     arr = np.asarray(values, dtype=np.float64)
     n = int(arr.size)
@@ -109,20 +130,38 @@ def summarise(frame: pd.DataFrame, metrics: Sequence[str], prefix: str = "test/"
     ``frame`` needs the ``row`` column of :func:`add_row_keys`.
     """
     out = []
-    for (collection, row), sub in frame.groupby(["collection", "row"], sort=False):
+    for (collection, row), sub in groups(frame, ["collection", "row"]):
         line = {"collection": collection, "row": row, "method": sub["method"].iloc[0],
                 "variant": sub["variant"].iloc[0], "n": len(sub),
                 "seeds": tuple(sorted(int(s) for s in sub["seed"])),
                 "run_ids": tuple(sub["run_id"]), "synthetic": bool(sub["synthetic"].any()),
                 "reconstruction": bool(sub["reconstruction"].any()),
                 "row_params": sub["row_params"].iloc[0],
-                "trial": float(sub["trial"].min()) if "trial" in sub else math.nan,
-                "val_SumR": float(sub["val/SumR"].mean())}
+                "trial": float(column(sub, "trial").min()) if "trial" in sub else math.nan,
+                "val_SumR": float(column(sub, "val/SumR").mean())}
         for m in metrics:
             s = seed_stats(sub[f"{prefix}{m}"].to_numpy())
             line[f"{m}_mean"], line[f"{m}_std"] = s.mean, s.std
         out.append(line)
     return pd.DataFrame(out)
+
+
+class SummaryLine(Protocol):
+    """One line of :func:`summarise` as ``DataFrame.itertuples(index=False)`` gives it; the
+    metric columns ``<m>_mean`` and ``<m>_std`` are read with ``getattr``."""
+
+    collection: str
+    row: str
+    method: str
+    variant: str
+    n: int
+    seeds: tuple[int, ...]
+    SumR_mean: float
+
+
+def summary_lines(summary: pd.DataFrame) -> Iterable[SummaryLine]:
+    """The lines of a :func:`summarise` frame, in order (its column names are identifiers)."""
+    return cast(Iterable[SummaryLine], summary.itertuples(index=False))
 
 
 # ----------------------------------------------------------------------------------- tests
@@ -187,7 +226,9 @@ def compare_differences(diff: np.ndarray, pairing: str) -> PairedTest:
         return PairedTest("identical", pairing, 1.0, int(diff.size), 0.0)
     if nonzero >= MIN_WILCOXON:
         res = sps.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
-        return PairedTest("wilcoxon", pairing, float(res.pvalue), int(diff.size), mean)
+        # scipy annotates the result as a bare tuple subclass; ``pvalue`` is its documented field
+        p_value = float(res.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
+        return PairedTest("wilcoxon", pairing, p_value, int(diff.size), mean)
     return PairedTest("bootstrap", pairing, bootstrap_p(diff), int(diff.size), mean)
 
 

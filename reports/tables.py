@@ -22,7 +22,18 @@ from typing import Any, Sequence
 import pandas as pd
 
 from reports.collect import TABLE_METRICS, Collected
-from reports.stats import PairedTest, PairingError, add_row_keys, describe_tests, paired_test, summarise
+from reports.stats import (
+    PairedTest,
+    PairingError,
+    add_row_keys,
+    column,
+    columns,
+    describe_tests,
+    groups,
+    paired_test,
+    summarise,
+    summary_lines,
+)
 
 KDC_LABEL = "KDC-Net (reconstruction)"
 KDC_NOTE = "reconstruction from the abstract of arXiv 2603.23902; not the authors' method or code"
@@ -92,11 +103,11 @@ def _ordered_rows(summary: pd.DataFrame, bases: set[str]) -> list[tuple[str, str
     """[(method, row, starts group)] over all collections: groups by base method in
     METHOD_ORDER; the base row first, then the base method's other configurations, then
     variants, each by trial number."""
-    keys = summary.drop_duplicates("row")[["method", "variant", "row", "trial"]]
+    keys = columns(summary.drop_duplicates("row"), ["method", "variant", "row", "trial"])
     keys = keys.assign(_m=[_method_rank(m) for m in keys["method"]],
                        _v=[0 if r in bases else 1 if v == m else 2
                            for r, v, m in zip(keys["row"], keys["variant"], keys["method"])],
-                       _t=keys["trial"].fillna(-1.0))
+                       _t=column(keys, "trial").fillna(-1.0))
     keys = keys.sort_values(["_m", "_v", "variant", "_t", "row"], kind="stable")
     out, last = [], None
     for method, row in zip(keys["method"], keys["row"]):
@@ -108,8 +119,8 @@ def _ordered_rows(summary: pd.DataFrame, bases: set[str]) -> list[tuple[str, str
 def _base_rows(summary: pd.DataFrame) -> tuple[dict[tuple[str, str], str], list[str]]:
     """{(collection, method): base row label} and caption notes on how bases were chosen."""
     bases, notes = {}, []
-    for (collection, method), sub in summary.groupby(["collection", "method"], sort=False):
-        own = sub[sub["variant"] == method]
+    for (collection, method), sub in groups(summary, ["collection", "method"]):
+        own: pd.DataFrame = sub.loc[sub["variant"] == method]
         cand = own if len(own) else sub
         if len(cand) == 1:
             bases[(collection, method)] = cand["row"].iloc[0]
@@ -134,9 +145,9 @@ def build_ablation(collected: Collected, metrics: Sequence[str] = TABLE_METRICS)
     warnings: list[str] = []
     test_rows: list[dict[str, Any]] = []
     rows: list[TableRow] = []
-    by_key = {(r.collection, r.row): r for r in summary.itertuples(index=False)}
+    by_key = {(r.collection, r.row): r for r in summary_lines(summary)}
     runs = {(c, row): [(int(s), collected.ranks[rid]) for s, rid in zip(sub["seed"], sub["run_id"])]
-            for (c, row), sub in frame.groupby(["collection", "row"], sort=False)}
+            for (c, row), sub in groups(frame, ["collection", "row"])}
     for method, row, starts in _ordered_rows(summary, set(bases.values())):
         tr = TableRow(row=row, method=method, display=display_name(row, method), group_start=starts)
         for c in collections:
@@ -186,7 +197,7 @@ def build_ablation(collected: Collected, metrics: Sequence[str] = TABLE_METRICS)
     title = "Ablation: " + ", ".join(collection_name(c, synthetic) for c in collections)
     if collected.study:
         title += f" (study {collected.study})"
-    parts = [f"Test-set R@k (%) and SumR, mean ± std over seeds (n = seed count); "
+    parts = ["Test-set R@k (%) and SumR, mean ± std over seeds (n = seed count); "
              "(±x) is the difference to the base row (first row of each method group); "
              "bold = best in column.", describe_tests(tests)]
     parts += notes

@@ -15,7 +15,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sweeps.run", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sweeps.run",
+                                description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--study", help="registered study name (see --list)")
     p.add_argument("--collection", choices=("tvr", "activitynet", "charades"), default=None)
     p.add_argument("--data-root", default=None,

@@ -29,19 +29,18 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import optuna
 from optuna.trial import TrialState
 
 from benchmark import naming, stores, tracking
-from benchmark.naming import Tag
-from benchmark.naming import TrialStateTag
 from benchmark.data.layout import Layout
+from benchmark.errors import PRVRBenchError
+from benchmark.naming import Tag, TrialStateTag
 from sweeps import objective as obj
 from sweeps import storage as st
 from sweeps.studies import StudySpec
-from benchmark.errors import PRVRBenchError
 
 STUDY_ATTR_PARENT = "mlflow_parent_run_id"
 DATA_SEED = 0   # generator seed of the cached synthetic collection (same bytes on every machine)
@@ -209,7 +208,8 @@ def worker_loop(w: WorkerArgs, lock) -> int:
     spec = w.ctx.spec
     study = optuna.load_study(study_name=w.ctx.study_name, storage=storage,
                               sampler=spec.make_sampler(w.sampler_seed), pruner=spec.make_pruner())
-    catch = obj.non_finite_error_types()
+    # both divergence errors (NonFiniteLossError, NaNScoreError) are Exceptions, as optuna needs
+    catch = cast(tuple[type[Exception], ...], obj.non_finite_error_types())
     ran = 0
     while True:
         lock.acquire()
@@ -438,9 +438,9 @@ def _summarise(study: optuna.Study, storage_url: str, tracking_uri: str, experim
 
 
 def _log_best(parent: tracking.MLflowRunTracker, r: SweepResult) -> None:
-    metrics = {"study/n_complete": r.n_complete, "study/n_pruned": r.n_pruned,
-               "study/n_failed": r.n_failed, "study/n_stale": r.n_stale}
-    if r.best_value is not None:
+    metrics: dict[str, float] = {"study/n_complete": r.n_complete, "study/n_pruned": r.n_pruned,
+                                 "study/n_failed": r.n_failed, "study/n_stale": r.n_stale}
+    if r.best_value is not None and r.best_trial is not None:     # set together by _summarise
         metrics["best/val/SumR"] = r.best_value
         metrics["best/trial"] = r.best_trial
         parent.set_tags({Tag.BEST_TRIAL: str(r.best_trial), Tag.BEST_RUN_ID: r.best_run_id or ""})

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 from urllib.parse import unquote
 
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
 
-from benchmark.stores import redact
 from benchmark.errors import PRVRBenchError
+from benchmark.stores import redact
 
 HEARTBEAT_INTERVAL = 10      # seconds between heartbeats of a running trial
 GRACE_PERIOD = 60            # a trial without a heartbeat this long is stale (other hosts)
@@ -108,7 +108,8 @@ def make_storage(url: str, *,
         raise StorageError(f"Optuna storage {redact(url)}: {redact(str(exc))}") from None
 
 
-def create_or_load_study(storage: RDBStorage, study_name: str, *, direction: str,
+def create_or_load_study(storage: RDBStorage, study_name: str, *,
+                         direction: Literal["maximize", "minimize"],
                          pruner: optuna.pruners.BasePruner | None = None,
                          sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Create ``study_name`` or load it when it exists (rerunning a command resumes)."""

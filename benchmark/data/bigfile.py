@@ -39,7 +39,8 @@ def read_shape(path: Path) -> tuple[int, int]:
     try:
         rows, dim = (int(v) for v in fields)
     except ValueError:
-        raise DataError(path, f"first line must be '<N_rows> <dim>', got {text[0] if text else ''!r}") from None
+        first = text[0] if text else ""
+        raise DataError(path, f"first line must be '<N_rows> <dim>', got {first!r}") from None
     if rows < 0 or dim <= 0:
         raise DataError(path, f"invalid shape ({rows}, {dim})")
     return rows, dim

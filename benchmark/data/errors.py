@@ -7,6 +7,7 @@ entry can be found without a debugger.
 from __future__ import annotations
 
 from pathlib import Path
+
 from benchmark.errors import PRVRBenchError
 
 

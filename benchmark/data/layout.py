@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DataError
+
 #: Default visual feature per known collection (docs/methods.md §1.1, do_*.sh).
 DEFAULT_VISUAL_FEATURE = {"tvr": "i3d_resnet", "activitynet": "i3d", "charades": "i3d_rgb_lgi"}
 
@@ -29,8 +31,8 @@ def default_visual_feature(collection: str, visual_feature: str | None = None) -
     try:
         return DEFAULT_VISUAL_FEATURE[collection]
     except KeyError:
-        raise ValueError(f"collection {collection!r} has no default visual feature; pass "
-                         f"--visual-feature (known defaults: {DEFAULT_VISUAL_FEATURE})") from None
+        raise DataError(None, f"collection {collection!r} has no default visual feature; pass "
+                              f"--visual-feature (known defaults: {DEFAULT_VISUAL_FEATURE})") from None
 
 
 @dataclass(frozen=True)

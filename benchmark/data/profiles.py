@@ -17,15 +17,16 @@ Distributions are stored in the form the generator samples from:
   and the quantiles of §4.4, merged into one piecewise-linear CDF (see ``mv_cdf_knots``).
 
 Frame rates are **assumptions** (the MS-SL feature packages were not inspected): TVR
-``i3d_resnet`` ~1 feature per 1.5 s (as stated in the project brief), ActivityNet ``i3d`` 1 per
-2 s, Charades ``i3d_rgb_lgi`` 1.5 per s (16-frame I3D windows at 24 fps ≈ 0.67 s). The loader
-resamples long videos to 128 frames anyway (docs/methods.md §1.3).
+``i3d_resnet`` ~1 feature per 1.5 s, ActivityNet ``i3d`` 1 per 2 s, Charades ``i3d_rgb_lgi``
+1.5 per s (16-frame I3D windows at 24 fps ≈ 0.67 s). The loader resamples long videos to 128
+frames anyway (docs/methods.md §1.3).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
 from benchmark.errors import PRVRBenchError
 
 SCALES = ("tiny", "small", "full")

@@ -92,9 +92,32 @@ class _Segments:
     def __post_init__(self) -> None:
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
 
-    def pad(self, index: np.ndarray | None = None):
+    def pad(self, index: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         index = np.arange(self.lengths.size) if index is None else index
         return pad_segments(self.data, self.offsets, self.lengths, index)
+
+
+def _join(parts: list[_Segments]) -> _Segments:
+    """The sequences of ``parts`` back to back, in order."""
+    return _Segments(np.concatenate([p.data for p in parts]),
+                     np.concatenate([p.lengths for p in parts]))
+
+
+@dataclass
+class _PreparedVideos:
+    """Preprocessed videos: frames and teacher frames as ``_Segments``, clips (V, C, d_v)."""
+
+    frames: _Segments
+    clips: np.ndarray | None
+    teacher: _Segments | None
+
+
+@dataclass
+class _TeacherFrames:
+    """The teacher video file and its frame count per split video. Shapes: raw_lengths (Nv,)."""
+
+    file: TeacherVideo
+    raw_lengths: np.ndarray
 
 
 def _first_bad_row(x: np.ndarray) -> int | None:
@@ -113,16 +136,18 @@ class _VideoStore:
         self.max_frames = max_frames
         self.num_clips = num_clips
         self.clips = clips
-        self.teacher = teacher
-        self.teacher_length = teacher_length
         self.with_teacher = with_teacher
+        if teacher_length and teacher is None:
+            raise ValueError("teacher_length needs the teacher video features")
         rows = [bigfile.frame_rows(v) for v in video_ids]                  # checks v2f / id.txt
         self.raw_lengths = np.fromiter((r.size for r in rows), np.int64, len(rows))
         self.raw_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         self.raw_offsets = np.concatenate([[0], np.cumsum(self.raw_lengths)[:-1]]).astype(np.int64)
         self.dim = bigfile.dim
-        self.teacher_dim = None
-        self.teacher_raw_lengths = None
+        self.teacher: _TeacherFrames | None = None
+        self.teacher_dim: int | None = None
+        # §1.3 step 4 (teacher_length): the teacher frame counts student frames are resampled to
+        self.length_target: np.ndarray | None = None
         student = self.raw_lengths
         if teacher is not None:
             shapes = [teacher.shape(v) for v in video_ids]
@@ -132,20 +157,21 @@ class _VideoStore:
                 raise DataError(teacher.path, f"teacher frame size differs between videos "
                                               f"({sorted(dims)})", key=first)
             self.teacher_dim = shapes[0][1] if shapes else None
-            self.teacher_raw_lengths = np.array([s[0] for s in shapes], dtype=np.int64)
+            self.teacher = _TeacherFrames(teacher, np.array([s[0] for s in shapes], dtype=np.int64))
             if teacher_length:                                             # §1.3 step 4
-                student = np.minimum(student, self.teacher_raw_lengths)
+                self.length_target = self.teacher.raw_lengths
+                student = np.minimum(student, self.length_target)
         self.frame_lengths = np.minimum(student, max_frames)               # (Nv,) after step 1
-        if teacher is not None and with_teacher:
-            teacher_frames = np.minimum(self.teacher_raw_lengths, max_frames)
+        if self.teacher is not None and with_teacher:
+            teacher_frames = np.minimum(self.teacher.raw_lengths, max_frames)
             short = np.flatnonzero(teacher_frames < self.frame_lengths)
             if short.size:
                 i = int(short[0])
-                raise DataError(teacher.path, f"teacher has {teacher_frames[i]} frames after "
-                                              f"sampling but the student has {self.frame_lengths[i]}; "
-                                              "cannot align a shorter teacher (docs/methods.md §6.8.6)",
-                                key=video_ids[i])
-        self.stored: dict[str, object] | None = None
+                raise DataError(self.teacher.file.path,
+                                f"teacher has {teacher_frames[i]} frames after sampling but the "
+                                f"student has {self.frame_lengths[i]}; cannot align a shorter "
+                                "teacher (docs/methods.md §6.8.6)", key=video_ids[i])
+        self.stored: _PreparedVideos | None = None
 
     def estimated_bytes(self) -> int:
         total = int(self.frame_lengths.sum()) * self.dim
@@ -177,13 +203,13 @@ class _VideoStore:
                             key=self.video_ids[int(index[owner])])
         return stored, frame_order
 
-    def _raw_teacher(self, index: np.ndarray) -> np.ndarray:
+    def _raw_teacher(self, teacher: TeacherVideo, index: np.ndarray) -> np.ndarray:
         """Raw teacher frames of videos ``index``, finiteness checked. Shapes: (ΣT, d_t)."""
         parts = []
         for i in index.tolist():                   # one HDF5 dataset per video: I/O bound
-            part = self.teacher.read(self.video_ids[i])
+            part = teacher.read(self.video_ids[i])
             if _first_bad_row(part) is not None:
-                raise DataError(self.teacher.path, "NaN or Inf in teacher frames",
+                raise DataError(teacher.path, "NaN or Inf in teacher frames",
                                 key=self.video_ids[i])
             parts.append(part)
         return np.concatenate(parts)
@@ -192,11 +218,10 @@ class _VideoStore:
         """Run the data checks of ``prepare`` without preprocessing."""
         self._raw(index)
         if self.teacher is not None and self.with_teacher:
-            self._raw_teacher(index)
+            self._raw_teacher(self.teacher.file, index)
 
-    def prepare(self, index: np.ndarray) -> dict[str, object]:
-        """Preprocess videos ``index`` (§1.3). Returns frames and teacher as ``_Segments``,
-        clips (V, C, d_v) or None."""
+    def prepare(self, index: np.ndarray) -> _PreparedVideos:
+        """Preprocess videos ``index`` (§1.3)."""
         raw, order = self._raw(index)
         lengths = self.raw_lengths[index]
         clips = None
@@ -204,42 +229,40 @@ class _VideoStore:
             binned, _ = bin_segments(raw, lengths, self.num_clips, keep_short=False,
                                      float32_bounds=True, row_index=order)
             clips = l2_normalize(binned, inplace=True).reshape(len(index), self.num_clips, self.dim)
-        if self.teacher_length:                                            # step 4
-            raw, lengths = bin_segments(raw, lengths, self.teacher_raw_lengths[index],
+        if self.length_target is not None:                                 # step 4
+            raw, lengths = bin_segments(raw, lengths, self.length_target[index],
                                         keep_short=True, row_index=order)
             order = None
         frames, frame_lengths = bin_segments(raw, lengths, self.max_frames, keep_short=True,
                                              row_index=order)
-        out: dict[str, object] = {"frames": _Segments(l2_normalize(frames, inplace=True),
-                                                      frame_lengths),
-                                  "clips": clips, "teacher": None}
+        out = _PreparedVideos(frames=_Segments(l2_normalize(frames, inplace=True), frame_lengths),
+                              clips=clips, teacher=None)
         if self.teacher is not None and self.with_teacher:
-            t = self._raw_teacher(index)
-            t, t_lengths = bin_segments(t, self.teacher_raw_lengths[index], self.max_frames,
+            t = self._raw_teacher(self.teacher.file, index)
+            t, t_lengths = bin_segments(t, self.teacher.raw_lengths[index], self.max_frames,
                                         keep_short=True)                   # step 1, no L2
             t, t_lengths = bin_segments(t, t_lengths, frame_lengths, keep_short=True)  # §6.8.6
-            out["teacher"] = _Segments(t, t_lengths)
+            out.teacher = _Segments(t, t_lengths)
         return out
 
     def load(self, budget: int) -> bool:
         """Check every video; keep the preprocessed arrays when they fit ``budget`` bytes."""
         eager = self.estimated_bytes() <= budget
         max_rows = max(CHUNK_BYTES // (self.dim * FLOAT32), 1)
-        parts = []
+        parts: list[_PreparedVideos] = []
         for chunk in _chunks(self.raw_lengths, max_rows):
             if eager:
                 parts.append(self.prepare(chunk))
             else:
                 self.check(chunk)
         if eager:
-            def join(name):
-                return _Segments(np.concatenate([p[name].data for p in parts]),
-                                 np.concatenate([p[name].lengths for p in parts]))
-            self.stored = {
-                "frames": join("frames"),
-                "clips": np.concatenate([p["clips"] for p in parts]) if self.clips else None,
-                "teacher": join("teacher") if parts[0]["teacher"] is not None else None,
-            }
+            # every part is prepared alike: all or none of them have clips and teacher frames
+            clips = [p.clips for p in parts if p.clips is not None]
+            teachers = [p.teacher for p in parts if p.teacher is not None]
+            self.stored = _PreparedVideos(
+                frames=_join([p.frames for p in parts]),
+                clips=np.concatenate(clips) if self.clips else None,
+                teacher=_join(teachers) if teachers else None)
         return eager
 
     def batch(self, index: np.ndarray, teacher: bool) -> VideoBatch:
@@ -247,14 +270,14 @@ class _VideoStore:
             stored, where = self.stored, index
         else:
             stored, where = self.prepare(index), np.arange(len(index))
-        frames, mask = stored["frames"].pad(where)
-        clips = None if stored["clips"] is None else torch.from_numpy(stored["clips"][where])
+        frames, mask = stored.frames.pad(where)
+        clips = None if stored.clips is None else torch.from_numpy(stored.clips[where])
         teacher_frames = None
         if teacher:
-            if stored["teacher"] is None:
+            if stored.teacher is None:
                 raise DataError(None, "teacher frames requested but the split was loaded "
                                       "without the 'teacher' requirement")
-            teacher_frames, _ = stored["teacher"].pad(where)
+            teacher_frames, _ = stored.teacher.pad(where)
         return VideoBatch(frames=frames, frame_mask=mask, clips=clips, teacher_frames=teacher_frames)
 
 
@@ -276,6 +299,7 @@ class _QueryStore:
         self.lengths = np.minimum(np.array([s[0] for s in shapes], dtype=np.int64), max_tokens)
         self.stored: _Segments | None = None
         self.teacher: np.ndarray | None = None
+        self.teacher_dim: int | None = None
         if teacher is not None:
             vectors = [teacher.vector(c) for c in cap_ids]
             sizes = {v.size for v in vectors}
@@ -284,6 +308,7 @@ class _QueryStore:
                 raise DataError(teacher.path, f"teacher text size differs between queries "
                                               f"({sorted(sizes)})", key=first)
             self.teacher = np.stack(vectors)                               # (Nq, d_t) raw
+            self.teacher_dim = int(self.teacher.shape[1])
             bad = _first_bad_row(self.teacher)
             if bad is not None:
                 raise DataError(teacher.path, "NaN or Inf in teacher text feature",
@@ -451,10 +476,10 @@ def load_split(root: str | Path, collection: str, split: str, *,
                          num_clips=num_clips, clips="clips" in requires, teacher=teacher_video,
                          teacher_length="teacher_length" in requires, with_teacher=with_teacher)
     teacher_dim = None
-    if with_teacher:
+    if teacher_text is not None and teacher_video is not None:            # requirement 'teacher'
         teacher_dim = videos.teacher_dim
-        if queries.teacher.shape[1] != teacher_dim:
-            raise DataError(teacher_text.path, f"teacher text size {queries.teacher.shape[1]} "
+        if queries.teacher_dim != teacher_dim:
+            raise DataError(teacher_text.path, f"teacher text size {queries.teacher_dim} "
                                                f"differs from teacher video size {teacher_dim} "
                                                f"in {teacher_video.path}")
 

@@ -624,8 +624,8 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
                     names.extend(frames)
                     v2f.write(("" if first_video else ", ") + f"{vid!r}: {frames!r}")
                     first_video = False
-                    teacher_v.create_dataset(vid, data=g[offsets[v] - offsets[a]: offsets[v + 1] - offsets[a]],
-                                             track_times=False)
+                    teacher_rows = g[offsets[v] - offsets[a]: offsets[v + 1] - offsets[a]]
+                    teacher_v.create_dataset(vid, data=teacher_rows, track_times=False)
                 id_f.write(" ".join(names) + " ")
             for ci, a in enumerate(range(0, sp.num_queries, QUERY_CHUNK)):
                 b = min(a + QUERY_CHUNK, sp.num_queries)

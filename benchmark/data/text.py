@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import h5py
 import numpy as np
@@ -122,12 +123,16 @@ class KeyedArrays:
             raise DataError(self.path, "key missing", key=key)
         return key
 
-    def shape(self, key: str) -> tuple[int, ...]:
-        """Shape after squeezing, validated, without reading the data."""
-        stored = self.resolve(key)
-        dataset = self.file[stored]
+    def _dataset(self, key: str) -> h5py.Dataset:
+        """The stored array of ``key``; a group (or other non-array entry) is a DataError."""
+        dataset = self.file[self.resolve(key)]
         if not isinstance(dataset, h5py.Dataset):
             raise DataError(self.path, "entry is a group, not an array", key=key)
+        return dataset
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """Shape after squeezing, validated, without reading the data."""
+        dataset = self._dataset(key)
         shape = tuple(dataset.shape)
         if self.squeeze_leading and len(shape) == self.ndim + 1 and shape[0] == 1:
             shape = shape[1:]
@@ -141,7 +146,7 @@ class KeyedArrays:
     def read(self, key: str, max_rows: int | None = None) -> np.ndarray:
         """The array (first ``max_rows`` rows only when given) as float32."""
         self.shape(key)
-        dataset = self.file[self.resolve(key)]
+        dataset = self._dataset(key)
         squeeze = self.squeeze_leading and dataset.ndim == self.ndim + 1
         rows = slice(None) if max_rows is None else slice(0, max_rows)
         data = dataset[0, rows] if squeeze else dataset[rows]
@@ -156,7 +161,7 @@ class QueryTokens(KeyedArrays):
 
         One HDF5 lookup per call (the hot path of lazy query loading). Shapes: (≤max_rows, d_q).
         """
-        dataset = self.file[key]
+        dataset = cast(h5py.Dataset, self.file[key])       # an array: ``shape`` checked it
         data = dataset[0, :max_rows] if dataset.ndim == 3 else dataset[:max_rows]
         return np.asarray(data, dtype=np.float32)
 

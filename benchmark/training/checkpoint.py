@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
 from benchmark.errors import PRVRBenchError
 
 

@@ -25,10 +25,12 @@ from torch import Tensor
 from benchmark import stores
 from benchmark.config import ExperimentConfig, config_hash, config_to_dict, save_config
 from benchmark.console import TrainingConsole
-from benchmark.data.loaders import steps_per_epoch as count_steps, train_batches
+from benchmark.data.loaders import steps_per_epoch as count_steps
+from benchmark.data.loaders import train_batches
+from benchmark.data.split import SplitData
 from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalResult, evaluate_method
-from benchmark.interface import PRVRMethod, Progress
+from benchmark.interface import Progress, PRVRMethod
 from benchmark.memory import peak_rss_mb, reset_peak_rss
 from benchmark.naming import RunIdentity, Tag, flag
 from benchmark.record import RunRecord
@@ -90,7 +92,7 @@ def _as_tensors(out: Mapping[str, Tensor | float], method_name: str) -> dict[str
     return {k: v if isinstance(v, Tensor) else torch.as_tensor(float(v)) for k, v in out.items()}
 
 
-def fit(method: PRVRMethod, splits: Mapping[str, object], cfg: ExperimentConfig,
+def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConfig,
         tracker: RunTracker | None = None, hooks: Iterable[Hook] = (), *,
         identity: RunIdentity | None = None, run_dir: str | Path | None = None,
         console: TrainingConsole | None = None) -> RunRecord:
@@ -125,7 +127,10 @@ def fit(method: PRVRMethod, splits: Mapping[str, object], cfg: ExperimentConfig,
     num_epochs, batch_size = cfg.train.epochs, cfg.train.batch_size
     steps_per_epoch = count_steps(train, batch_size)            # the loader keeps the last batch
     optimizer = build_optimizer(method, cfg.optim, t_total=steps_per_epoch * num_epochs)
-    eval_kwargs = dict(query_chunk=cfg.eval.query_chunk, video_chunk=cfg.eval.video_chunk, device=device)
+
+    def evaluate(split: SplitData) -> EvalResult:
+        return evaluate_method(method, split, query_chunk=cfg.eval.query_chunk,
+                               video_chunk=cfg.eval.video_chunk, device=device)
 
     val_equals_test = val.caption_sha256 == test.caption_sha256
     own_console = console is None
@@ -175,7 +180,7 @@ def fit(method: PRVRMethod, splits: Mapping[str, object], cfg: ExperimentConfig,
             validate = (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == num_epochs
             if validate:
                 started = time.perf_counter()
-                val_result = evaluate_method(method, val, **eval_kwargs)
+                val_result = evaluate(val)
                 eval_times.append(time.perf_counter() - started)
                 val_view = split_view(val_result, "val")
                 metrics.update(val_view.flat())
@@ -207,7 +212,7 @@ def fit(method: PRVRMethod, splits: Mapping[str, object], cfg: ExperimentConfig,
     payload = load_checkpoint(checkpoint, config_hash=chash, map_location=device)
     method.load_state_dict(payload["state_dict"])
     started = time.perf_counter()
-    test_result = evaluate_method(method, test, **eval_kwargs)
+    test_result = evaluate(test)
     test_seconds = time.perf_counter() - started
     test_view = split_view(test_result, "test", cfg.eval.mv_edges)
     final = test_view.flat()
