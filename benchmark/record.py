@@ -43,7 +43,8 @@ class RunRecord:
     secondary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     epoch_seconds: float = 0.0
     eval_seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0         # peak resident set, mapped feature pages included
+    peak_anon_mb: float = 0.0        # peak anonymous RSS: what the run itself allocated
     cuda_peak_mb: float | None = None
     best_epoch: int = 0              # 0-based
     epochs_run: int = 0

@@ -81,6 +81,7 @@ def test_tiny_end_to_end_run(tiny_root, tmp_path):
     assert list(record.test_by_mv) == ["0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0"]
     assert sum(b["n_queries"] for b in record.test_by_mv.values()) > 0
     assert record.epoch_seconds > 0 and record.eval_seconds > 0 and record.peak_rss_mb > 0
+    assert 0 < record.peak_anon_mb <= record.peak_rss_mb
     assert record.val_equals_test is False and Tag.VAL_EQUALS_TEST not in tracker.tags
     assert seen[-1].metrics["train/loss"] < seen[0].metrics["train/loss"]    # it learns
 
@@ -88,7 +89,8 @@ def test_tiny_end_to_end_run(tiny_root, tmp_path):
     assert [step for _, step in tracker.metric_calls] == [0, 1, 2, 3, 4]
     epoch0 = tracker.metric_calls[0][0]
     for name in ("train/loss", "train/loss_t2v", "train/loss_v2t", "train/lr", "val/R1",
-                 "val/SumR", "val/mAP", "time/epoch_seconds", "time/eval_seconds", "sys/peak_rss_mb"):
+                 "val/SumR", "val/mAP", "time/epoch_seconds", "time/eval_seconds", "sys/peak_rss_mb",
+                 "sys/peak_anon_mb"):
         assert name in epoch0, name
     final = tracker.metric_calls[-1][0]
     for name in ("test/SumR", "test/R100", "test/MedR", "test_mv/0.0-0.2/R1",
@@ -264,3 +266,27 @@ def test_cli_trains_and_tracks_in_mlflow(tiny_root, tmp_path):
     assert run["params"]["method.v2t_weight"] == "0.0" and run["params"]["train.epochs"] == "1"
     assert run["metrics"]["test/SumR"] == pytest.approx(record.test["SumR"])
     assert Path(record.run_dir).parent == tmp_path / "runs" / "checkpoints"
+
+
+def test_anon_peak_sees_an_allocation_and_not_a_mapped_file(tmp_path):
+    """The anonymous-RSS peak grows with memory the process allocates, and not with the pages of
+    a memory-mapped file it reads (those are page cache, reported only in the plain RSS)."""
+    from benchmark.memory import AnonPeak, anon_rss_mb
+
+    if not math.isfinite(anon_rss_mb()):
+        pytest.skip("no RssAnon in /proc/self/status on this platform")
+    path = tmp_path / "big.bin"
+    np.zeros(64 * 2**20 // 8, dtype=np.float64).tofile(path)          # a 64 MB file
+    with AnonPeak(interval_s=0.001) as mapped:
+        start = mapped.peak_mb()
+        view = np.memmap(path, dtype=np.float64, mode="r")
+        float(view.sum())                                              # touch every page
+        del view
+        mapped_growth = mapped.peak_mb() - start
+    with AnonPeak(interval_s=0.001) as allocated:
+        start = allocated.peak_mb()
+        block = np.ones(64 * 2**20 // 8)                               # 64 MB, written
+        allocated_growth = allocated.peak_mb() - start
+        del block
+    assert allocated_growth > 48
+    assert mapped_growth < 16

@@ -31,7 +31,7 @@ from benchmark.data.split import SplitData
 from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalResult, evaluate_method
 from benchmark.interface import Progress, PRVRMethod
-from benchmark.memory import peak_rss_mb, reset_peak_rss
+from benchmark.memory import AnonPeak, peak_rss_mb, reset_peak_rss
 from benchmark.naming import RunIdentity, Tag, flag
 from benchmark.record import RunRecord
 from benchmark.seeding import seed_everything
@@ -103,8 +103,17 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
     ``<runs>/checkpoints/<run id, or run name + time>/``; it receives best.pt, record.json,
     config.json, ranks_val.npz and ranks_test.npz, each also sent to ``tracker.log_artifact``.
     Every reported number is a view of those ranks (``benchmark.views``). A hook may raise to
-    stop the run; the exception propagates.
+    stop the run; the exception propagates. Memory is reported as the peak anonymous RSS of the
+    fit (``sys/peak_anon_mb``; loaded splits included, mapped feature pages not) beside the
+    peak RSS (``sys/peak_rss_mb``) and, on CUDA, the allocator peak.
     """
+    with AnonPeak() as anon:
+        return _fit(method, splits, cfg, tracker, hooks, identity, run_dir, console, anon)
+
+
+def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConfig,
+         tracker: RunTracker | None, hooks: Iterable[Hook], identity: RunIdentity | None,
+         run_dir: str | Path | None, console: TrainingConsole | None, anon: AnonPeak) -> RunRecord:
     from benchmark.experiment import identify
 
     tracker = tracker if tracker is not None else NullTracker()
@@ -194,6 +203,8 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
                 else:
                     es_cnt += 1
             metrics["sys/peak_rss_mb"] = peak_rss_mb()
+            if math.isfinite(anon.peak_mb()):         # NaN where /proc has no RssAnon
+                metrics["sys/peak_anon_mb"] = anon.peak_mb()
             if device.type == "cuda":
                 metrics["sys/cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             tracker.log_metrics(metrics, step=epoch)    # one batched call per epoch
@@ -218,6 +229,8 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
     final = test_view.flat()
     final["time/test_eval_seconds"] = test_seconds
     final["sys/peak_rss_mb"] = peak_rss_mb()
+    if math.isfinite(anon.peak_mb()):
+        final["sys/peak_anon_mb"] = anon.peak_mb()
     cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     if cuda_peak is not None:
         final["sys/cuda_peak_mb"] = cuda_peak
@@ -231,7 +244,7 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
         secondary={"val": best_val_view.secondary, "test": test_view.secondary},
         epoch_seconds=sum(epoch_times) / len(epoch_times),
         eval_seconds=sum(eval_times) / len(eval_times) if eval_times else 0.0,
-        peak_rss_mb=peak_rss_mb(), cuda_peak_mb=cuda_peak, best_epoch=best_epoch,
+        peak_rss_mb=peak_rss_mb(), peak_anon_mb=anon.peak_mb(), cuda_peak_mb=cuda_peak, best_epoch=best_epoch,
         epochs_run=epochs_run, stopped_early=stopped_early, val_equals_test=val_equals_test,
         git_commit=identity.git_commit, run_id=tracker.run_id, run_dir=str(run_dir))
 
