@@ -2,9 +2,10 @@
 
 Order of events, each step before any training:
 
-1. data: the configured root, or the synthetic ``small`` profile generated once into
+1. stores: the Optuna URL and the MLflow URI are contacted; an unreachable one stops here,
+   before any data is generated;
+2. data: the configured root, or the synthetic ``small`` profile generated once into
    ``<runs>/data/<profile>-<scale>-s<seed>/`` (said on the console);
-2. stores: the Optuna URL and the MLflow URI are contacted; an unreachable one stops here;
 3. study: created once here with ``load_if_exists`` (rerunning resumes); its RUNNING trials
    whose process on this host is gone are failed now (other hosts': by the heartbeat) and
    their MLflow runs closed FAILED; the enqueued grid (comparison study) is added once;
@@ -299,7 +300,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     if workers < 0:
         raise SweepError("workers must be >= 0")
 
-    # 2. stores first: an unreachable store must not cost a data generation either
+    # 1. stores first: an unreachable store must not cost a data generation either
     try:
         st.check_reachable(storage_url)
     except st.StorageError as exc:
@@ -309,7 +310,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     except tracking.TrackingError as exc:
         raise SweepError(str(exc)) from None
 
-    # 1. data
+    # 2. data
     profile = spec.profile or collection
     root, synthetic = prepare_data(collection, data_root, runs, profile=profile,
                                    scale=spec.scale, log=log)
