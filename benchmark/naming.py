@@ -73,6 +73,14 @@ def study_name(spec_name: str, collection: str, synthetic: bool) -> str:
     return f"{base}-synthetic" if synthetic else base
 
 
+def study_tags(*, study: str, spec: str, collection: str, synthetic: bool, method: str,
+               storage: str) -> dict[str, str]:
+    """Tags of a study's MLflow parent run (``storage``: the Optuna URL, password redacted)."""
+    return {Tag.STUDY: study, Tag.STUDY_SPEC: spec, Tag.COLLECTION: collection,
+            Tag.SYNTHETIC: flag(synthetic), Tag.METHOD: method, Tag.GIT_COMMIT: git_commit(),
+            Tag.GIT_DIRTY: git_dirty(), Tag.OPTUNA_STORAGE: storage, Tag.KIND: KIND_STUDY}
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)

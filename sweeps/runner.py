@@ -338,10 +338,9 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
 
     # 4. parent run
     parent_id = study.user_attrs.get(STUDY_ATTR_PARENT)
-    parent_tags = {Tag.STUDY: study_name, Tag.STUDY_SPEC: spec.name, Tag.COLLECTION: collection,
-                   Tag.SYNTHETIC: naming.flag(synthetic), Tag.METHOD: spec.method,
-                   Tag.GIT_COMMIT: naming.git_commit(), Tag.GIT_DIRTY: naming.git_dirty(),
-                   Tag.OPTUNA_STORAGE: stores.redact(storage_url), Tag.KIND: naming.KIND_STUDY}
+    parent_tags = naming.study_tags(study=study_name, spec=spec.name, collection=collection,
+                                    synthetic=synthetic, method=spec.method,
+                                    storage=stores.redact(storage_url))
     parent = tracking.open_run(tracking_uri=tracking_uri, experiment=experiment,
                                run_name=study_name, tags=parent_tags, run_id=parent_id)
     if parent_id is None:

@@ -10,9 +10,10 @@ import optuna
 import pytest
 
 from benchmark import naming, tracking
-from benchmark.naming import Tag, TrialStateTag
 from benchmark.evaluate import EvalResult, KeyRanks
-from reports import build, cli, collect, mv as mvmod, tables
+from benchmark.naming import Tag, TrialStateTag
+from reports import build, cli, collect, tables
+from reports import mv as mvmod
 from reports.collect import Selection
 
 NQ = 240
@@ -75,9 +76,9 @@ def store(tmp_path_factory):
     sweep = f"sqlite:///{tmp / 'sweep' / 'mlflow.db'}"
     storage = f"sqlite:///{tmp / 'sweep' / 'optuna.db'}"
     with tracking.open_run(tracking_uri=sweep, experiment="tvr-synthetic", run_name=STUDY,
-                           tags={Tag.STUDY: STUDY, Tag.KIND: naming.KIND_STUDY,
-                                 Tag.COLLECTION: "tvr", Tag.SYNTHETIC: "true",
-                                 Tag.OPTUNA_STORAGE: storage}) as parent:
+                           tags=naming.study_tags(study=STUDY, spec="kdc-net-krd", collection="tvr",
+                                                  synthetic=True, method="kdc-net",
+                                                  storage=storage)) as parent:
         parent_id = parent.run_id
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     dists = {"method.krd.window": optuna.distributions.CategoricalDistribution((1, 3, 5, 7, 9)),
