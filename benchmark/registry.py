@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 from benchmark.interface import MethodConfig, PRVRMethod
 from benchmark.overrides import ConfigError, apply_overrides
@@ -135,3 +135,54 @@ def get_method(name: str) -> MethodEntry:
 def list_methods() -> list[MethodEntry]:
     load_plugins()
     return [METHODS.get(n) for n in METHODS.names()]
+
+
+# -- reference checkpoint importers ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReferenceImporter:
+    """How a base method reads a checkpoint that the authors' public reference code saved.
+
+    ``recognizes(state_dict)`` says whether the reference state dict is this method's (by its
+    key names). ``convert(state_dict, model_cfg)`` returns ``(overrides, state_dict)``: method
+    config overrides as field paths relative to the method config (``{"hidden_size": 96}``),
+    read from the reference's ``model_cfg`` and the tensor shapes, and the state dict renamed
+    onto the project's module names. It raises ``ReferenceImportError`` naming any key it
+    cannot place. Each method package registers its own importer: the core holds no table of
+    reference names.
+    """
+
+    base: str
+    recognizes: Callable[[Mapping[str, Any]], bool]
+    convert: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+class ReferenceImportError(PRVRBenchError, ValueError):
+    """A reference checkpoint cannot be mapped onto a method; the message names the keys."""
+
+
+REFERENCE_IMPORTERS: Registry[ReferenceImporter] = Registry("reference importer")
+
+
+def register_reference_importer(importer: ReferenceImporter) -> ReferenceImporter:
+    """Register the reference importer of a registered base method."""
+    METHODS.get(importer.base)
+    return REFERENCE_IMPORTERS.add(importer.base, importer)
+
+
+def get_reference_importer(base: str) -> ReferenceImporter:
+    load_plugins()
+    return REFERENCE_IMPORTERS.get(base)
+
+
+def find_reference_importer(state_dict: Mapping[str, Any]) -> ReferenceImporter:
+    """The one importer that recognises ``state_dict``; an error when none or several do."""
+    load_plugins()
+    found = [REFERENCE_IMPORTERS.get(n) for n in REFERENCE_IMPORTERS.names()
+             if REFERENCE_IMPORTERS.get(n).recognizes(state_dict)]
+    if len(found) != 1:
+        which = ", ".join(i.base for i in found) or "none"
+        raise ReferenceImportError(
+            f"cannot tell which method this reference checkpoint belongs to (recognised by: "
+            f"{which}); pass --reference {'|'.join(REFERENCE_IMPORTERS.names()) or 'NAME'}")
+    return found[0]
