@@ -5,4 +5,5 @@ Each method module registers its base methods and variants at import; add one im
 from methods import mean_pool  # noqa: F401
 from methods import ms_sl  # noqa: F401
 from methods import dl_dkd  # noqa: F401
+from methods import dl_dkd_reference  # noqa: F401
 from methods import kdc_net  # noqa: F401
