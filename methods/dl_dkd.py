@@ -116,7 +116,7 @@ class DLDKDConfig(MethodConfig):
     # ranking losses (§3.1, §3.3)
     margin: float = 0.2                      # ref: config default; do_tvr.sh sets 0.1
     hard_pool_size: int = 20                 # ref: hard_pool_size 20
-    hard_negative_start_epoch: int = 0       # ref: hard negatives from epoch 0 (§5.3)
+    hard_negative_start_epoch: int = 0       # ref: hard negatives from epoch 0 (§5.3); -1 = never
     triplet_v2t_hard: Literal["top1", "pool"] = "top1"   # ref: hardest single negative (§3.1)
     nce_weight: float = 0.04                 # ref: 0.04 per branch (inher_nce_weight)
     explore_nce_weight: float | None = None  # None: same as nce_weight (ref: explore_nce_weight 0.04)
@@ -160,7 +160,8 @@ class DLDKDConfig(MethodConfig):
         check(self.beta_floor is None or 0.0 <= self.beta_floor <= 1.0,
               f"beta_floor must be in [0, 1] or None, got {self.beta_floor}")
         check(self.hard_pool_size >= 1, f"hard_pool_size must be >= 1, got {self.hard_pool_size}")
-        check(self.hard_negative_start_epoch >= 0, "hard_negative_start_epoch must be >= 0")
+        check(self.hard_negative_start_epoch >= -1, "hard_negative_start_epoch must be >= 0, or -1 "
+              f"for never (both reference codes), got {self.hard_negative_start_epoch}")
         check(self.score_block_elements >= 1, "score_block_elements must be >= 1")
 
     # -- derived ----------------------------------------------------------------------------
@@ -353,7 +354,8 @@ class DLDKD(PRVRMethod):
         tokens, token_mask = batch.queries.tokens, batch.queries.mask
         frames, frame_mask = batch.videos.frames, batch.videos.frame_mask
         device = frames.device
-        hard = progress.epoch >= c.hard_negative_start_epoch
+        # ref: both codes' train.py switch hard negatives on only when the start epoch is not -1
+        hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
         kd_weight = c.kd_weight(progress) if c.kd_active else 0.0
         soft = c.label_style == "soft"
         alpha, beta = (c.alpha(progress), c.beta(progress)) if soft else (1.0, 1.0)
