@@ -141,6 +141,11 @@ class DLDKDConfig(MethodConfig):
     teacher_soft_targets: Literal["raw_dot", "cosine"] = "raw_dot"   # ref: raw CLIP dots (§6.8.5)
     explore_target_detach: bool = False      # ref: self-targets not detached (§6.8.2)
     resample_to_teacher_length: bool = False  # ++: students resampled to teacher length (§1.3.4)
+    # teacher sequence longer than the student's (after both are sampled to ≤ max_frames):
+    # "first_n" keeps its first n frames (ICCV collate cuts/pads to the student length, §1.3.5);
+    # "bin" bins it down to n with the §1.3 step 1 rule (prvr-bench's fix for the journal
+    # code, which has no rule and misaligns, §6.8.6). Data layer: requirement "teacher_first_n".
+    teacher_alignment: Literal["first_n", "bin"] = "first_n"
     # inference (§5.4, §6.6)
     fusion_inherit: float = 0.7              # ref: hard-coded 0.7·S_inh + 0.3·S_exp in eval
     score_block_elements: int = 1 << 24      # memory bound of one (q, b, T) block in score()
@@ -311,6 +316,8 @@ class DLDKD(PRVRMethod):
             config.kd_active or config.label_style == "soft")
         if uses_teacher or config.resample_to_teacher_length:
             needs.add("teacher")
+            if config.teacher_alignment == "first_n":
+                needs.add("teacher_first_n")
         if config.resample_to_teacher_length:
             needs.add("teacher_length")
         return frozenset(needs)
@@ -414,7 +421,8 @@ DL_DKD_PP_CONFIG = DLDKDConfig(
     separate_query_projection=True,    # ref: master gives each branch its own query_* / exp_* modules
     label_style="soft",                # ref: --label_style soft (all three scripts)
     explore_nce_weight=0.04,           # ref: --explore_nce_weight 0.04 (--inher_nce_weight 0.04)
-    resample_to_teacher_length=True)   # ref: data_provider resamples students to the teacher length
+    resample_to_teacher_length=True,   # ref: data_provider resamples students to the teacher length
+    teacher_alignment="bin")           # the journal code has no rule for a longer teacher (§6.8.6)
 
 register_method("dl-dkd", DLDKD, DL_DKD_CONFIG,
                 "dual-branch student with decaying CLIP frame KD (ICCV 2023 code, branch iccv)")
@@ -453,6 +461,8 @@ register_variant("dl-dkd.readme-an", "README-implied AN checkpoint: KD decay_way
                  {**schedule_delta("kd_decay", REFERENCE_KD_DECAYS[8]), "kd_scale": 1.0})
 register_variant("dl-dkd.soft-targets", "ICCV model with the ++ soft-target NCE (teacher/self targets)",
                  {"label_style": "soft"})
+register_variant("dl-dkd.teacher-bin", "teacher longer than the student binned down to n frames, not cut "
+                 "to its first n (the dl-dkd++ rule, §6.8.6)", {"teacher_alignment": "bin"})
 register_variant("dl-dkd.separate-projection", "each branch uses its own query projection (fix §5.6.2)",
                  {"separate_query_projection": True})
 

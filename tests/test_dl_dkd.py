@@ -302,7 +302,8 @@ def test_hard_negative_start_minus_one_means_never(name):
 # -- config and registry ---------------------------------------------------------------------------
 
 def test_requirements_follow_the_config():
-    assert DLDKD.requirements(get_method("dl-dkd").default_config) == {"teacher"}
+    assert DLDKD.requirements(get_method("dl-dkd").default_config) == {"teacher", "teacher_first_n"}
+    assert DLDKD.requirements(get_method("dl-dkd.teacher-bin").default_config) == {"teacher"}
     assert DLDKD.requirements(get_method("dl-dkd++").default_config) == {"teacher", "teacher_length"}
     assert DLDKD.requirements(get_method("dl-dkd.no-kd").default_config) == frozenset()
     assert DLDKD.requirements(get_method("dl-dkd.explore-only").default_config) == frozenset()
@@ -314,6 +315,7 @@ def test_reference_defaults():
     iccv, journal = get_method("dl-dkd").default_config, get_method("dl-dkd++").default_config
     assert (iccv.separate_query_projection, iccv.label_style, iccv.kd_reduction) == (False, "hard", "sum")
     assert (journal.separate_query_projection, journal.label_style) == (True, "soft")
+    assert (iccv.teacher_alignment, journal.teacher_alignment) == ("first_n", "bin")
     assert (journal.explore_target_detach, journal.soft_partition, journal.soft_v2t,
             journal.teacher_soft_targets) == (False, "position", "log_weighted_sum", "raw_dot")
     p = progress(epoch=50)
