@@ -29,8 +29,9 @@ if TYPE_CHECKING:        # the loop and its console are imported when a run star
 #: Teacher features are training inputs only (the CLIP text file has no test split, §1.1), and
 #: so is DL-DKD++'s resampling of student frames to the teacher length (§1.3 step 4 happens in
 #: the reference's training dataset; its evaluation datasets read no CLIP file). Evaluating
-#: without it keeps val/test independent of teacher files that real data packages lack.
-TRAIN_ONLY_REQUIREMENTS = frozenset({"teacher", "teacher_length"})
+#: without it keeps val/test independent of teacher files that real data packages lack. The
+#: teacher alignment rule ("teacher_first_n") only matters where teacher frames are read.
+TRAIN_ONLY_REQUIREMENTS = frozenset({"teacher", "teacher_length", "teacher_first_n"})
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
 
 #: Optional inputs a method may ask ``load_split`` to open or compute.
 #: "clips": the 32-clip sequence (MS-SL); "teacher": CLIP teacher features (training splits);
-#: "teacher_length": resample student frames to the teacher length first (DL-DKD++ §1.3 step 4).
-KNOWN_REQUIREMENTS = frozenset({"clips", "teacher", "teacher_length"})
+#: "teacher_length": resample student frames to the teacher length first (DL-DKD++ §1.3 step 4);
+#: "teacher_first_n": a teacher sequence longer than the student's keeps its first n frames (the
+#: DL-DKD ICCV collate, §1.3 step 5) instead of being binned down to n (§6.8 item 6).
+KNOWN_REQUIREMENTS = frozenset({"clips", "teacher", "teacher_length", "teacher_first_n"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,4 +6,5 @@ from methods import mean_pool  # noqa: F401
 from methods import ms_sl  # noqa: F401
 from methods import ms_sl_reference  # noqa: F401  (ms-sl reference checkpoint importer)
 from methods import dl_dkd  # noqa: F401
+from methods import dl_dkd_reference  # noqa: F401
 from methods import kdc_net  # noqa: F401

@@ -116,7 +116,7 @@ class DLDKDConfig(MethodConfig):
     # ranking losses (§3.1, §3.3)
     margin: float = 0.2                      # ref: config default; do_tvr.sh sets 0.1
     hard_pool_size: int = 20                 # ref: hard_pool_size 20
-    hard_negative_start_epoch: int = 0       # ref: hard negatives from epoch 0 (§5.3)
+    hard_negative_start_epoch: int = 0       # ref: hard negatives from epoch 0 (§5.3); -1 = never
     triplet_v2t_hard: Literal["top1", "pool"] = "top1"   # ref: hardest single negative (§3.1)
     nce_weight: float = 0.04                 # ref: 0.04 per branch (inher_nce_weight)
     explore_nce_weight: float | None = None  # None: same as nce_weight (ref: explore_nce_weight 0.04)
@@ -141,6 +141,11 @@ class DLDKDConfig(MethodConfig):
     teacher_soft_targets: Literal["raw_dot", "cosine"] = "raw_dot"   # ref: raw CLIP dots (§6.8.5)
     explore_target_detach: bool = False      # ref: self-targets not detached (§6.8.2)
     resample_to_teacher_length: bool = False  # ++: students resampled to teacher length (§1.3.4)
+    # teacher sequence longer than the student's (after both are sampled to ≤ max_frames):
+    # "first_n" keeps its first n frames (ICCV collate cuts/pads to the student length, §1.3.5);
+    # "bin" bins it down to n with the §1.3 step 1 rule (prvr-bench's fix for the journal
+    # code, which has no rule and misaligns, §6.8.6). Data layer: requirement "teacher_first_n".
+    teacher_alignment: Literal["first_n", "bin"] = "first_n"
     # inference (§5.4, §6.6)
     fusion_inherit: float = 0.7              # ref: hard-coded 0.7·S_inh + 0.3·S_exp in eval
     score_block_elements: int = 1 << 24      # memory bound of one (q, b, T) block in score()
@@ -160,7 +165,8 @@ class DLDKDConfig(MethodConfig):
         check(self.beta_floor is None or 0.0 <= self.beta_floor <= 1.0,
               f"beta_floor must be in [0, 1] or None, got {self.beta_floor}")
         check(self.hard_pool_size >= 1, f"hard_pool_size must be >= 1, got {self.hard_pool_size}")
-        check(self.hard_negative_start_epoch >= 0, "hard_negative_start_epoch must be >= 0")
+        check(self.hard_negative_start_epoch >= -1, "hard_negative_start_epoch must be >= 0, or -1 "
+              f"for never (both reference codes), got {self.hard_negative_start_epoch}")
         check(self.score_block_elements >= 1, "score_block_elements must be >= 1")
 
     # -- derived ----------------------------------------------------------------------------
@@ -310,6 +316,8 @@ class DLDKD(PRVRMethod):
             config.kd_active or config.label_style == "soft")
         if uses_teacher or config.resample_to_teacher_length:
             needs.add("teacher")
+            if config.teacher_alignment == "first_n":
+                needs.add("teacher_first_n")
         if config.resample_to_teacher_length:
             needs.add("teacher_length")
         return frozenset(needs)
@@ -353,7 +361,8 @@ class DLDKD(PRVRMethod):
         tokens, token_mask = batch.queries.tokens, batch.queries.mask
         frames, frame_mask = batch.videos.frames, batch.videos.frame_mask
         device = frames.device
-        hard = progress.epoch >= c.hard_negative_start_epoch
+        # ref: both codes' train.py switch hard negatives on only when the start epoch is not -1
+        hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
         kd_weight = c.kd_weight(progress) if c.kd_active else 0.0
         soft = c.label_style == "soft"
         alpha, beta = (c.alpha(progress), c.beta(progress)) if soft else (1.0, 1.0)
@@ -412,7 +421,8 @@ DL_DKD_PP_CONFIG = DLDKDConfig(
     separate_query_projection=True,    # ref: master gives each branch its own query_* / exp_* modules
     label_style="soft",                # ref: --label_style soft (all three scripts)
     explore_nce_weight=0.04,           # ref: --explore_nce_weight 0.04 (--inher_nce_weight 0.04)
-    resample_to_teacher_length=True)   # ref: data_provider resamples students to the teacher length
+    resample_to_teacher_length=True,   # ref: data_provider resamples students to the teacher length
+    teacher_alignment="bin")           # the journal code has no rule for a longer teacher (§6.8.6)
 
 register_method("dl-dkd", DLDKD, DL_DKD_CONFIG,
                 "dual-branch student with decaying CLIP frame KD (ICCV 2023 code, branch iccv)")
@@ -451,6 +461,8 @@ register_variant("dl-dkd.readme-an", "README-implied AN checkpoint: KD decay_way
                  {**schedule_delta("kd_decay", REFERENCE_KD_DECAYS[8]), "kd_scale": 1.0})
 register_variant("dl-dkd.soft-targets", "ICCV model with the ++ soft-target NCE (teacher/self targets)",
                  {"label_style": "soft"})
+register_variant("dl-dkd.teacher-bin", "teacher longer than the student binned down to n frames, not cut "
+                 "to its first n (the dl-dkd++ rule, §6.8.6)", {"teacher_alignment": "bin"})
 register_variant("dl-dkd.separate-projection", "each branch uses its own query projection (fix §5.6.2)",
                  {"separate_query_projection": True})
 

@@ -3,6 +3,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -125,6 +126,34 @@ def test_teacher_length_resampling(toy, budget):
     # without asking, no teacher tensors
     assert s.query_batch(np.array([0])).teacher is None
     assert s.video_batch(np.array([0])).teacher_frames is None
+
+
+@pytest.mark.parametrize("budget", [4 << 30, 0], ids=["in-memory", "lazy"])
+def test_longer_teacher_first_n_or_binned(tmp_path, budget):
+    # hand-made teacher: 6 frames whose values are their indices, student 4 frames
+    toy = write_toy(tmp_path / "r", splits={"train": {"vidA": (4, 1), "vidB": (3, 1)}},
+                    teacher_lengths={"vidA": 6})
+    with h5py.File(toy.clip_video, "a") as h5:
+        del h5["vidA"]
+        h5["vidA"] = np.repeat(np.arange(6, dtype=np.float32)[:, None], 4, axis=1)
+    expected = {
+        # ICCV collate: the first 4 teacher frames
+        "first_n": [0.0, 1.0, 2.0, 3.0],
+        # §1.3 step 1 binning 6 -> 4: bounds round(k·6/4) = 0, 2, 3, 4, 6 -> 5 (ties to even,
+        # clipped to n - 1): mean(0, 1), 2, 3, 4; the last frame is never averaged in
+        "bin": [0.5, 2.0, 3.0, 4.0],
+    }
+    for rule, requires in (("first_n", {"teacher", "teacher_first_n"}), ("bin", {"teacher"})):
+        s = load(toy, requires=frozenset(requires), memory_budget_bytes=budget)
+        batch = s.video_batch(np.array([0, 1]), teacher=True)
+        assert batch.teacher_frames.shape == (2, 4, 4)
+        np.testing.assert_array_equal(batch.teacher_frames[0, :, 0].numpy(), expected[rule])
+        assert (batch.teacher_frames[0] == batch.teacher_frames[0, :, :1]).all()
+        # equal lengths: both rules keep the teacher as it is
+        np.testing.assert_array_equal(batch.teacher_frames[1, :3].numpy(), toy.teacher_frames["vidB"])
+    # without "teacher" there is nothing to align: the rule has no effect
+    plain = load(toy, requires=frozenset({"teacher_first_n"}))
+    assert plain.video_batch(np.array([0])).teacher_frames is None
 
 
 def test_teacher_text_hash_key_fallback(tmp_path):

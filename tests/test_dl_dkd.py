@@ -282,10 +282,28 @@ def test_hard_negative_phase_comes_from_progress():
     assert late.item() > early.item()     # negatives from the top-20 pool are harder
 
 
+@pytest.mark.parametrize("name", ["dl-dkd", "dl-dkd++"])
+def test_hard_negative_start_minus_one_means_never(name):
+    b = make_batch(13, counts=(1,) * 30)
+
+    def triplet(start, epoch):
+        torch.manual_seed(0)
+        model = build(name, hard_negative_start_epoch=start, dropout=0.0, input_dropout=0.0).train()
+        torch.manual_seed(5)
+        return model.compute_loss(b, progress(epoch=epoch))["loss_inherit_triplet"].item()
+
+    never = triplet(-1, 119)
+    assert never == triplet(10_000, 119)          # the random-negative phase, at any epoch
+    assert never != triplet(0, 119)
+    with pytest.raises(ValueError, match="-1 for never"):
+        DLDKDConfig(hard_negative_start_epoch=-2)
+
+
 # -- config and registry ---------------------------------------------------------------------------
 
 def test_requirements_follow_the_config():
-    assert DLDKD.requirements(get_method("dl-dkd").default_config) == {"teacher"}
+    assert DLDKD.requirements(get_method("dl-dkd").default_config) == {"teacher", "teacher_first_n"}
+    assert DLDKD.requirements(get_method("dl-dkd.teacher-bin").default_config) == {"teacher"}
     assert DLDKD.requirements(get_method("dl-dkd++").default_config) == {"teacher", "teacher_length"}
     assert DLDKD.requirements(get_method("dl-dkd.no-kd").default_config) == frozenset()
     assert DLDKD.requirements(get_method("dl-dkd.explore-only").default_config) == frozenset()
@@ -297,6 +315,7 @@ def test_reference_defaults():
     iccv, journal = get_method("dl-dkd").default_config, get_method("dl-dkd++").default_config
     assert (iccv.separate_query_projection, iccv.label_style, iccv.kd_reduction) == (False, "hard", "sum")
     assert (journal.separate_query_projection, journal.label_style) == (True, "soft")
+    assert (iccv.teacher_alignment, journal.teacher_alignment) == ("first_n", "bin")
     assert (journal.explore_target_detach, journal.soft_partition, journal.soft_v2t,
             journal.teacher_soft_targets) == (False, "position", "log_weighted_sum", "raw_dot")
     p = progress(epoch=50)

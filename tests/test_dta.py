@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from benchmark.training.optim import no_decay_names, parameter_groups
 from methods.layers.attention import SelfAttentionLayer
 from methods.layers.dta import DTAConfigError, DynamicTemporalAttention
 from methods.layers.init import reference_init_
@@ -208,3 +209,17 @@ def test_gradients_reach_the_new_parameters():
 def test_bad_settings_rejected(kw):
     with pytest.raises(DTAConfigError, match="dta."):
         DynamicTemporalAttention(HIDDEN, HEADS, 0.0, **kw)
+
+
+def test_gamma_logit_is_not_weight_decayed():
+    # ρ is a scalar gate logit: excluded by the module's explicit list, not by its name (inside
+    # kdc-net: tests/test_kdc_net.py)
+    dta = _dta()
+    assert "gamma_logit" in DynamicTemporalAttention.no_weight_decay_parameters
+    skip = no_decay_names(dta)
+    assert "gamma_logit" in skip and not any(part in "gamma_logit" for part in ("bias", "LayerNorm"))
+    assert {"centre_weight", "width_weight", "query.weight"}.isdisjoint(skip)
+    assert {"rel_bias", "centre_bias", "width_bias"} <= skip
+    groups = parameter_groups(dta, 0.01)
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay_of[id(dta.gamma_logit)] == 0.0 and decay_of[id(dta.centre_weight)] == 0.01

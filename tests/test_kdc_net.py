@@ -241,7 +241,11 @@ def test_weight_decay_split_of_the_new_parameters_is_as_the_card_says():
     new = {n for n, _ in model.named_parameters() if ".hsa." in n or any(
         part in n for part in ("rel_bias", "centre_", "width_", "gamma_logit"))}
     no_decay = {n for n in new if n in skip}
-    assert no_decay == {n for n in new if n.endswith(("rel_bias", "centre_bias", "width_bias"))
+    assert no_decay == {n for n in new if n.endswith(("rel_bias", "centre_bias", "width_bias",
+                                                      "gamma_logit"))
                         or (".hsa.convs." in n and n.endswith(".bias"))
                         or (".hsa.gate." in n and n.endswith(".bias"))}
-    assert "branches.inherit.video.encoder.gamma_logit" in new - skip
+    # ρ by DTA's explicit no_weight_decay_parameters list (its name has no "bias"), both branches
+    assert {"branches.inherit.video.encoder.gamma_logit",
+            "branches.explore.video.encoder.gamma_logit"} <= skip
+    assert "branches.inherit.video.encoder.centre_weight" in new - skip

@@ -164,6 +164,27 @@ def test_no_decay_rule_and_weight_decay_source():
     assert {id(p) for p in decayed} == {id(block.proj.weight), id(block.scale)}
 
 
+class _Gated(nn.Module):
+    no_weight_decay_parameters = frozenset({"gate", "absent"})   # a name not built is ignored
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(2))
+        self.weight = nn.Parameter(torch.ones(2))
+        self.inner = _Block()
+        self.inner.gate = nn.Parameter(torch.zeros(1))   # a child's "gate": not listed by the child
+
+
+def test_modules_list_their_own_no_decay_parameters():
+    model = _Gated()
+    skip = no_decay_names(model)
+    assert "gate" in skip and "weight" not in skip
+    assert "inner.gate" not in skip and "inner.proj.bias" in skip
+    groups = parameter_groups(model, 0.01)
+    plain = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert id(model.gate) in plain and id(model.weight) not in plain
+
+
 def test_lr_schedule_over_a_run():
     p = nn.Parameter(torch.zeros(1))
     opt = BertAdam([p], lr=1.0, t_total=100, warmup=0.1)

@@ -14,7 +14,9 @@ Preprocessing is docs/methods.md §1.3:
 * query tokens: L2 per token, then the first ``max_query_tokens`` (step 3);
 * teacher (``teacher``): CLIP frames get step 1 without normalisation; a teacher sequence
   longer than the student's is binned down to the student length with the same rule
-  (§6.8 item 6); a shorter one is an error naming the video. CLIP text stays raw (1, d_t).
+  (§6.8 item 6), or, with ``teacher_first_n``, keeps its first n frames as the DL-DKD ICCV
+  collate does (§1.3 step 5); a shorter one is an error naming the video. CLIP text stays raw
+  (1, d_t).
 
 Preprocessed arrays stay in RAM when their estimated size fits ``memory_budget_bytes``;
 otherwise each batch is preprocessed from the memmap / HDF5 files when it is requested (the
@@ -49,6 +51,17 @@ def _segment_index(offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     total = int(lengths.sum())
     starts = np.repeat(offsets - (np.cumsum(lengths) - lengths), lengths)
     return starts + np.arange(total)
+
+
+def first_rows(rows: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``min(n_i, keep_i)`` rows of every sequence of a concatenated block.
+
+    Shapes: rows (Σn, d), lengths (V,), keep (V,) -> (rows (Σmin(n, keep), d), lengths (V,)).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    kept = np.minimum(lengths, np.asarray(keep, dtype=np.int64))
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return rows[_segment_index(offsets, kept)], kept
 
 
 def _chunks(lengths: np.ndarray, max_rows: int):
@@ -130,13 +143,14 @@ class _VideoStore:
 
     def __init__(self, bigfile: BigFile, video_ids: list[str], *, max_frames: int, num_clips: int,
                  clips: bool, teacher: TeacherVideo | None, teacher_length: bool,
-                 with_teacher: bool) -> None:
+                 with_teacher: bool, teacher_first_n: bool = False) -> None:
         self.bigfile = bigfile
         self.video_ids = video_ids
         self.max_frames = max_frames
         self.num_clips = num_clips
         self.clips = clips
         self.with_teacher = with_teacher
+        self.teacher_first_n = teacher_first_n
         if teacher_length and teacher is None:
             raise ValueError("teacher_length needs the teacher video features")
         rows = [bigfile.frame_rows(v) for v in video_ids]                  # checks v2f / id.txt
@@ -241,7 +255,10 @@ class _VideoStore:
             t = self._raw_teacher(self.teacher.file, index)
             t, t_lengths = bin_segments(t, self.teacher.raw_lengths[index], self.max_frames,
                                         keep_short=True)                   # step 1, no L2
-            t, t_lengths = bin_segments(t, t_lengths, frame_lengths, keep_short=True)  # §6.8.6
+            if self.teacher_first_n:                                       # ICCV collate, §1.3 step 5
+                t, t_lengths = first_rows(t, t_lengths, frame_lengths)
+            else:                                                          # §6.8.6 fix
+                t, t_lengths = bin_segments(t, t_lengths, frame_lengths, keep_short=True)
             out.teacher = _Segments(t, t_lengths)
         return out
 
@@ -445,10 +462,13 @@ def load_split(root: str | Path, collection: str, split: str, *,
                memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> SplitData:
     """Load and check one split (docs/methods.md §1.1-§1.3, §1.5; docs/datasets.md §1).
 
-    ``requires`` ⊆ {"clips", "teacher", "teacher_length"}. Teacher files are opened only for
-    "teacher" / "teacher_length". Moments: ``moments`` > ``<root>/<c>/TextData/<c>_moments.jsonl``
-    > the built-in table of a real (non-synthetic) tvr/activitynet/charades test split; a table
-    attaches when it covers every cap_id, gives ``mv=None`` when it covers none.
+    ``requires`` ⊆ {"clips", "teacher", "teacher_length", "teacher_first_n"}. Teacher files are
+    opened only for "teacher" / "teacher_length". "teacher_first_n" changes how a teacher
+    sequence longer than the student's is aligned (first n frames instead of binning); without
+    "teacher" there is nothing to align and it has no effect.
+    Moments: ``moments`` > ``<root>/<c>/TextData/<c>_moments.jsonl`` > the built-in table of a
+    real (non-synthetic) tvr/activitynet/charades test split; a table attaches when it covers
+    every cap_id, gives ``mv=None`` when it covers none.
     """
     requires = frozenset(requires)
     unknown = requires - KNOWN_REQUIREMENTS
@@ -474,7 +494,8 @@ def load_split(root: str | Path, collection: str, split: str, *,
                           teacher=teacher_text)
     videos = _VideoStore(BigFile(layout.bigfile_dir), video_ids, max_frames=max_frames,
                          num_clips=num_clips, clips="clips" in requires, teacher=teacher_video,
-                         teacher_length="teacher_length" in requires, with_teacher=with_teacher)
+                         teacher_length="teacher_length" in requires, with_teacher=with_teacher,
+                         teacher_first_n="teacher_first_n" in requires)
     teacher_dim = None
     if teacher_text is not None and teacher_video is not None:            # requirement 'teacher'
         teacher_dim = videos.teacher_dim

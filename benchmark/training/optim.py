@@ -19,7 +19,12 @@ Switches (OptimConfig): ``bias_correction=True`` divides m by 1−β₁^(s+1) an
 No-decay rule (:func:`parameter_groups`): a parameter gets weight decay 0 when its qualified
 name contains "bias", "LayerNorm.bias" or "LayerNorm.weight" (the reference's name test), or it
 belongs directly to a ``torch.nn.LayerNorm`` module whatever its name (our modules need not be
-called LayerNorm; in the reference every LayerNorm is, so the two rules select the same set).
+called LayerNorm; in the reference every LayerNorm is, so the two rules select the same set),
+or its module lists it in a ``no_weight_decay_parameters`` class attribute
+(:data:`NO_DECAY_ATTRIBUTE`): the names of that module's *own* parameters (not its children's)
+that must not be decayed whatever they are called. That is how a parameter the reference has
+no counterpart for says which group it belongs to (e.g. DTA's scalar gate logit
+``gamma_logit``) without relying on its name.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ from benchmark.config import OptimConfig
 #: ref: BertAdam weight_decay=0.01 in every codebase's train.py; --wd is never passed on.
 REFERENCE_WEIGHT_DECAY = 0.01
 NO_DECAY_NAME_PARTS = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+#: Class attribute of a module: names of its own parameters that get no weight decay.
+NO_DECAY_ATTRIBUTE = "no_weight_decay_parameters"
 
 
 def warmup_linear(x: float, warmup: float) -> float:
@@ -46,8 +53,9 @@ def no_decay_names(model: nn.Module) -> set[str]:
     """Qualified names of the parameters that get no weight decay (rule in the module docstring)."""
     names = {n for n, _ in model.named_parameters() if any(part in n for part in NO_DECAY_NAME_PARTS)}
     for mod_name, module in model.named_modules():
-        if isinstance(module, nn.LayerNorm):
-            for p_name, _ in module.named_parameters(recurse=False):
+        listed = frozenset(getattr(module, NO_DECAY_ATTRIBUTE, ()))
+        for p_name, _ in module.named_parameters(recurse=False):
+            if isinstance(module, nn.LayerNorm) or p_name in listed:
                 names.add(f"{mod_name}.{p_name}" if mod_name else p_name)
     return names
 

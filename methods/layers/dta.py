@@ -21,6 +21,7 @@ with width σ_0.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +41,17 @@ class DynamicTemporalAttention(SelfAttentionLayer):
     it computes exactly what SelfAttentionLayer computes. Parameters added with every switch on:
     h(2R+1) + h(2 d_h + 2) + h, i.e. 1,040 for h = 4, d_h = 96, R = 32.
 
+    Weight decay (benchmark/training/optim.py): ``gamma_logit`` ρ is a per-head scalar gate
+    logit, not a projection weight; decaying it would pull γ towards 0.5 for no reason, so it is
+    listed in ``no_weight_decay_parameters`` and gets none. ``rel_bias``, ``centre_bias`` and
+    ``width_bias`` get none by the reference's "bias" name rule; ``centre_weight`` and
+    ``width_weight`` are projection weights and are decayed like the Linear weights.
+
     Shapes: x (B, T, D), mask (B, T) float 1/0 or None -> (B, T, D).
     """
+
+    #: read by benchmark.training.optim.no_decay_names (NO_DECAY_ATTRIBUTE)
+    no_weight_decay_parameters: ClassVar[frozenset[str]] = frozenset({"gamma_logit"})
 
     def __init__(self, hidden: int, heads: int, dropout: float, *, rel_pos: bool = True,
                  window: bool = True, adaptive: bool = True, learn_gamma: bool = True,
