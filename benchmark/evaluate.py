@@ -17,6 +17,9 @@ Memory: ``evaluate`` materialises one (query_chunk, Nv) block per score key at a
 Nq x Nv boolean; ``evaluate_method`` adds one (query_chunk, video_chunk) worth of the method's
 own intermediates. ``evaluate_method_with_scores`` runs the same scoring and also keeps every
 score matrix (Nq x Nv per key, on the host), for exporting scores.
+
+``python -m benchmark.evaluate`` evaluates a saved checkpoint; its code is in
+``benchmark/evaluate_cli.py`` (this module only hands over to it when run as a script).
 """
 from __future__ import annotations
 
@@ -541,3 +544,12 @@ def _checked_scores(out: object, q: int, v: int,
                                  f"expected ({q}, {v})")
     return dict(out)
 
+
+if __name__ == "__main__":
+    # ``python -m benchmark.evaluate`` runs this file as ``__main__``; the CLI imports the
+    # evaluator as ``benchmark.evaluate``, so nothing from this copy of the module is used.
+    import sys
+
+    from benchmark.evaluate_cli import main
+
+    sys.exit(main())
