@@ -15,7 +15,11 @@ Metrics (docs/methods.md §1.5), for ranks r_i of Nq queries:
 
 Memory: ``evaluate`` materialises one (query_chunk, Nv) block per score key at a time, never an
 Nq x Nv boolean; ``evaluate_method`` adds one (query_chunk, video_chunk) worth of the method's
-own intermediates.
+own intermediates. ``evaluate_method_with_scores`` runs the same scoring and also keeps every
+score matrix (Nq x Nv per key, on the host), for exporting scores.
+
+``python -m benchmark.evaluate`` evaluates a saved checkpoint; its code is in
+``benchmark/evaluate_cli.py`` (this module only hands over to it when run as a script).
 """
 from __future__ import annotations
 
@@ -447,6 +451,34 @@ def evaluate_method(method: PRVRMethod, split: SplitData, *, query_chunk: int = 
     cap_ids, mv, synthetic, relevance). ``device``: default the device of the method's
     parameters. The method's train/eval mode is restored afterwards.
     """
+    result, _ = _score_and_rank(method, split, query_chunk, video_chunk, device, keep_scores=False)
+    return result
+
+
+def evaluate_method_with_scores(method: PRVRMethod, split: SplitData, *, query_chunk: int = 2048,
+                                video_chunk: int | None = None,
+                                device: torch.device | str | None = None
+                                ) -> tuple[EvalResult, dict[str, np.ndarray]]:
+    """``evaluate_method``, also returning every score key's full matrix (opt-in).
+
+    The same blocks that are ranked are copied to the CPU as they are made, so the matrices
+    are exactly what was ranked (``evaluate(scores, split.query_video, ...)`` gives the same
+    ranks). Costs Nq x Nv values per score key in host memory, which ``evaluate_method`` never
+    holds; meant for exporting scores (``python -m benchmark.evaluate --scores-out``).
+
+    Shapes: every matrix (Nq, Nv) in the dtype the method scored in, rows in ``split.cap_ids``
+    order, columns in ``split.video_ids`` order.
+    """
+    result, scores = _score_and_rank(method, split, query_chunk, video_chunk, device,
+                                     keep_scores=True)
+    return result, scores if scores is not None else {}
+
+
+def _score_and_rank(method: PRVRMethod, split: SplitData, query_chunk: int,
+                    video_chunk: int | None, device: torch.device | str | None, *,
+                    keep_scores: bool) -> tuple[EvalResult, dict[str, np.ndarray] | None]:
+    """The one scoring path of ``evaluate_method`` (docstring there); with ``keep_scores`` each
+    ranked (q, Nv) block is also copied into a host (Nq, Nv) matrix per key."""
     _check_chunk("query_chunk", query_chunk)
     _check_chunk("video_chunk", video_chunk, allow_none=True)
     device = _method_device(method, device)
@@ -457,6 +489,7 @@ def evaluate_method(method: PRVRMethod, split: SplitData, *, query_chunk: int = 
     qv = _check_query_video(split.query_video, num_queries, num_videos)
     ids, mv = _check_side_inputs(num_queries, split.cap_ids, split.mv)
     ranker = _BlockRanker(qv, num_videos, split.relevance)
+    kept: dict[str, np.ndarray] | None = {} if keep_scores else None
     step = video_chunk or num_videos
     keep = torch.device("cpu") if video_chunk is not None else device
     was_training = method.training
@@ -484,9 +517,15 @@ def evaluate_method(method: PRVRMethod, split: SplitData, *, query_chunk: int = 
                         blocks[name][:, vs:ve] = value                      # (q, v_chunk)
                 for name, block in blocks.items():
                     ranker.add(name, block, qs)
+                    if kept is not None:
+                        exact = block.float() if block.dtype == torch.bfloat16 else block
+                        host = exact.cpu().numpy()                          # (q, Nv)
+                        if name not in kept:
+                            kept[name] = np.empty((num_queries, num_videos), dtype=host.dtype)
+                        kept[name][qs:qe] = host
     finally:
         method.train(was_training)
-    return ranker.result(ids, mv, bool(split.synthetic))
+    return ranker.result(ids, mv, bool(split.synthetic)), kept
 
 
 def _checked_scores(out: object, q: int, v: int,
@@ -504,3 +543,13 @@ def _checked_scores(out: object, q: int, v: int,
             raise EvalInputError(f"method.score entry {name!r} has shape {shape}, "
                                  f"expected ({q}, {v})")
     return dict(out)
+
+
+if __name__ == "__main__":
+    # ``python -m benchmark.evaluate`` runs this file as ``__main__``; the CLI imports the
+    # evaluator as ``benchmark.evaluate``, so nothing from this copy of the module is used.
+    import sys
+
+    from benchmark.evaluate_cli import main
+
+    sys.exit(main())

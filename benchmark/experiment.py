@@ -59,21 +59,32 @@ def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, Sp
     """train/val/test ``SplitData``; ``requires`` opens optional inputs (teacher: train only).
     Dense relevance labels apply to the test split (docs/datasets.md)."""
     d = cfg.data
-    if not d.data_root:
-        raise ConfigError("data.data_root is not set: pass --data-root ROOT")
-    splits: dict[str, SplitData] = {}
-    for split in ("train", "val", "test"):
-        req = requires if split == "train" else requires - TRAIN_ONLY_REQUIREMENTS
-        splits[split] = load_split(d.data_root, d.collection, split, requires=req,
-                                   relevance=d.relevance if split == "test" else None,
-                                   visual_feature=d.visual_feature, moments=d.moments,
-                                   max_frames=d.max_frames, max_query_tokens=d.max_query_tokens,
-                                   num_clips=d.num_clips)
+    splits = {split: _load_one(cfg, split, requires) for split in ("train", "val", "test")}
     dims = {s: (sd.dims.query, sd.dims.video) for s, sd in splits.items()}
     if len(set(dims.values())) != 1:
         raise DataError(d.data_root, f"feature dimensions (query, video) differ between the "
                         f"splits of {d.collection!r}: {dims}")
     return splits
+
+
+def load_eval_split(cfg: ExperimentConfig, split: str, requires: frozenset[str]) -> SplitData:
+    """One evaluation split ("val" or "test") exactly as ``load_splits`` loads it for a run:
+    training-only requirements dropped, dense relevance labels on "test" only."""
+    if split not in ("val", "test"):
+        raise ConfigError(f"evaluation split must be 'val' or 'test', got {split!r}")
+    return _load_one(cfg, split, requires)
+
+
+def _load_one(cfg: ExperimentConfig, split: str, requires: frozenset[str]) -> SplitData:
+    d = cfg.data
+    if not d.data_root:
+        raise ConfigError("data.data_root is not set: pass --data-root ROOT")
+    req = requires if split == "train" else requires - TRAIN_ONLY_REQUIREMENTS
+    return load_split(d.data_root, d.collection, split, requires=req,
+                      relevance=d.relevance if split == "test" else None,
+                      visual_feature=d.visual_feature, moments=d.moments,
+                      max_frames=d.max_frames, max_query_tokens=d.max_query_tokens,
+                      num_clips=d.num_clips)
 
 
 def prepare(cfg: ExperimentConfig, identity: RunIdentity | None = None) -> Prepared:

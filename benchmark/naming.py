@@ -27,6 +27,9 @@ class Tag:
     RECONSTRUCTION = "reconstruction"  # "true" on methods rebuilt without public code (kdc-net)
     VAL_EQUALS_TEST = "val_equals_test"
     FAILURE_REASON = "failure_reason"
+    # python -m benchmark.evaluate
+    EVALUATION = "evaluation"          # "true" on a run that evaluated a saved checkpoint (no training)
+    CHECKPOINT = "checkpoint"          # the path of the checkpoint an evaluation run read
     # sweeps
     STUDY = "study"                    # study name, on the parent run and on every trial run
     TRIAL = "trial"                    # trial number

@@ -55,7 +55,7 @@ class RunRecord:
     run_dir: str | None = None       # where record.json and the artifacts were written
 
     def to_dict(self) -> dict[str, Any]:
-        return _nan_to_none(asdict(self))
+        return nan_to_none(asdict(self))
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
@@ -88,14 +88,14 @@ class RunRecord:
 _METRIC_FIELDS = ("val", "test", "test_by_mv", "secondary")
 
 
-def _nan_to_none(obj: Any) -> Any:
+def nan_to_none(obj: Any) -> Any:
     """``obj`` with every NaN float replaced by None, through dicts and lists (tuples become lists)."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [nan_to_none(v) for v in obj]
     return obj
 
 
