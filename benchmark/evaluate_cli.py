@@ -83,7 +83,6 @@ from benchmark.evaluate import EvalInputError, EvalResult, evaluate_method, eval
 from benchmark.experiment import identify, load_eval_split
 from benchmark.interface import PRVRMethod
 from benchmark.naming import Tag, flag
-from benchmark.overrides import apply_overrides
 from benchmark.record import nan_to_none
 from benchmark.reference import (
     is_reference_payload,
@@ -268,12 +267,11 @@ def load_reference(args: argparse.Namespace, path: Path, payload: Mapping[str, A
                           f"{method_name!r} is not {importer.base} or one of its variants")
     overrides, state_dict = importer.convert(ref.state_dict, ref.model_cfg)
     try:
-        apply_overrides(entry.default_config, overrides)
+        load_config(method_name, args.collection, data_root=args.data_root, overrides=overrides)
     except ConfigError as exc:
         raise ReferenceImportError(f"checkpoint {path}: the {importer.base} importer's config "
                                    f"overrides do not fit {method_name}: {exc}") from None
-    layered = {f"method.{k}": v for k, v in overrides.items()}
-    layered.update(sets)                                      # --set wins over the importer
+    layered = {**overrides, **sets}                           # --set wins over the importer
     cfg = load_config(method_name, args.collection, data_root=args.data_root,
                       overrides=layered, **_top_level(args))
     method, split = _build(cfg, args.split)

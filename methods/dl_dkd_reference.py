@@ -201,7 +201,7 @@ def _convert(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any], *, bas
     if len(present) == 1:
         overrides["single_branch"] = present[0]
     overrides["separate_query_projection"] = not shares_query_projection
-    return overrides, ours
+    return {f"method.{k}": v for k, v in overrides.items()}, ours
 
 
 def convert_iccv(state_dict: Mapping[str, Any],

@@ -226,7 +226,8 @@ def data_overrides(model_cfg: Mapping[str, Any]) -> dict[str, int]:
 
 def convert(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any]
             ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(MSSLConfig overrides, our state dict); ``ReferenceImportError`` names every reference
+    """(config overrides as dotted paths: ``method.*`` and the ``data.*`` lengths the model was
+    built for, our state dict); ``ReferenceImportError`` names every reference
     key that has no place in MS-SL and every MS-SL parameter the checkpoint does not fill."""
     _check_keys(state_dict)
     try:
@@ -238,7 +239,7 @@ def convert(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any]
     except (TypeError, ValueError) as err:               # a model_cfg value that is no number
         raise ReferenceImportError(f"ms-sl reference: unreadable model_cfg value: {err}") from None
     ours = {KEY_MAP[key]: value for key, value in state_dict.items()}
-    return overrides, ours
+    return {**{f"method.{k}": v for k, v in overrides.items()}, **data_overrides(model_cfg)}, ours
 
 
 IMPORTER = register_reference_importer(

@@ -112,8 +112,8 @@ def _rename(state: Mapping[str, torch.Tensor], mapping: Mapping[str, str]) -> Or
 
 def _convert(state: Mapping[str, Any], model_cfg: Mapping[str, Any]) -> tuple[dict, dict]:
     """The test's importer for mean-pool: sizes from model_cfg and the shapes, keys renamed."""
-    overrides = {"hidden_size": int(model_cfg["hidden"]),
-                 "joint_size": int(state["txt_net.3.weight"].shape[0])}
+    overrides = {"method.hidden_size": int(model_cfg["hidden"]),
+                 "method.joint_size": int(state["txt_net.3.weight"].shape[0])}
     return overrides, _rename(state, {v: k for k, v in REF_PREFIX.items()})
 
 

@@ -151,8 +151,9 @@ def test_round_trip_and_overrides(base):
     else:
         expected |= {"dropout": 0.2, "input_dropout": 0.2, "separate_query_projection": True,
                      "label_style": "soft"}
-    assert overrides == expected
-    model = get_method(base).cls(apply_overrides(get_method(base).default_config, overrides), DIMS)
+    assert overrides == {f"method.{k}": v for k, v in expected.items()}
+    fields = {k.removeprefix("method."): v for k, v in overrides.items()}
+    model = get_method(base).cls(apply_overrides(get_method(base).default_config, fields), DIMS)
     model.load_state_dict(converted, strict=True)
 
 
@@ -187,7 +188,7 @@ def test_single_branch_checkpoints():
     inherit_only = as_reference("dl-dkd", our_model("dl-dkd", double_branch=False).state_dict())
     assert all(k.startswith("B_") for k in inherit_only)
     overrides, _ = get_reference_importer("dl-dkd").convert(inherit_only, ICCV_CFG)
-    assert (overrides["double_branch"], overrides["single_branch"]) == (False, "inherit")
+    assert (overrides["method.double_branch"], overrides["method.single_branch"]) == (False, "inherit")
     # the ICCV exploration branch cannot stand alone: it encodes queries with B's projection
     explore_only = {k: v for k, v in as_reference("dl-dkd", our_model("dl-dkd").state_dict()).items()
                     if k.startswith("A_")}
@@ -196,7 +197,7 @@ def test_single_branch_checkpoints():
     journal = as_reference("dl-dkd++", our_model("dl-dkd++", double_branch=False,
                                                  single_branch="explore").state_dict())
     overrides, _ = get_reference_importer("dl-dkd++").convert(journal, JOURNAL_CFG)
-    assert (overrides["double_branch"], overrides["single_branch"]) == (False, "explore")
+    assert (overrides["method.double_branch"], overrides["method.single_branch"]) == (False, "explore")
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -228,8 +229,7 @@ def _imported(base: str):
     ckpt = read_reference_checkpoint(FIXTURES / base / "model.ckpt")
     overrides, state = get_reference_importer(base).convert(ckpt["model"], ckpt["model_cfg"])
     cfg = load_config(base, "synref", data_root=FIXTURES / "data",
-                      overrides={"data.visual_feature": "i3d_ref",
-                                 **{f"method.{k}": v for k, v in overrides.items()}})
+                      overrides={"data.visual_feature": "i3d_ref", **overrides})
     split = load_split(FIXTURES / "data", "synref", "test", visual_feature="i3d_ref",
                        max_frames=cfg.data.max_frames, max_query_tokens=cfg.data.max_query_tokens)
     model = get_method(base).cls(cfg.method, split.dims)

@@ -125,15 +125,17 @@ def test_round_trip_and_overrides():
     assert recognizes(reference)
     assert find_reference_importer(reference).base == "ms-sl"
     overrides, ours = get_reference_importer("ms-sl").convert(reference, SMALL_CFG)
-    assert overrides == {"hidden_size": 8, "num_heads": 2, "input_dropout": 0.1, "dropout": 0.1,
-                         "margin": 0.1, "hard_pool_size": 20}
+    assert overrides == {"method.hidden_size": 8, "method.num_heads": 2,
+                         "method.input_dropout": 0.1, "method.dropout": 0.1, "method.margin": 0.1,
+                         "method.hard_pool_size": 20, "data.max_frames": 16,
+                         "data.max_query_tokens": 6, "data.num_clips": 8}
     assert data_overrides(SMALL_CFG) == {"data.max_frames": 16, "data.max_query_tokens": 6,
                                          "data.num_clips": 8}
     target = load_into(_small_model(1), ours)
     for name, tensor in source.state_dict().items():
         assert torch.equal(target.state_dict()[name], tensor), name
     weights = convert(reference, {**SMALL_CFG, "clip_scale_w": 0.5, "frame_scale_w": 0.5})[0]
-    assert (weights["clip_weight"], weights["frame_weight"]) == (0.5, 0.5)
+    assert (weights["method.clip_weight"], weights["method.frame_weight"]) == (0.5, 0.5)
 
 
 def test_truncated_state_dict_names_the_missing_keys():
@@ -205,8 +207,7 @@ def imported():
     assert importer.base == "ms-sl"
     overrides, ours = importer.convert(state_dict, model_cfg)
     cfg = load_config("ms-sl", "synref", data_root=REFERENCE / "data",
-                      overrides={"data.visual_feature": "i3d_ref", **data_overrides(model_cfg),
-                                 **{f"method.{k}": v for k, v in overrides.items()}})
+                      overrides={"data.visual_feature": "i3d_ref", **overrides})
     d = cfg.data
     assert d.data_root is not None
     split = load_split(d.data_root, d.collection, "test", visual_feature=d.visual_feature,
