@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from benchmark.interface import MethodConfig
-from benchmark.overrides import ConfigError, apply_overrides, flatten as _flatten, to_jsonable
+from benchmark.overrides import ConfigError, apply_overrides, to_jsonable
+from benchmark.overrides import flatten as _flatten
 from benchmark.registry import METHODS, get_method
 
 
@@ -64,7 +65,8 @@ class TrainConfig:
     batch_size: int = 128                 # ref: bsz 128 videos
     early_stop_patience: int = 10         # ref: max_es_cnt 10; stop when es_cnt > patience
     val_every: int = 1                    # validate every N epochs (ref: every epoch)
-    detect_anomaly: bool = False          # PAPER-VS-CODE §3.5: reference trains under detect_anomaly (slow, same numbers)
+    # PAPER-VS-CODE §3.5: the reference trains under detect_anomaly (slow, same numbers)
+    detect_anomaly: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Generic, Iterator, Mapping, TypeVar
 
+from benchmark.errors import PRVRBenchError
 from benchmark.interface import MethodConfig, PRVRMethod
 from benchmark.overrides import ConfigError, apply_overrides
-from benchmark.errors import PRVRBenchError
 
 T = TypeVar("T")
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
-from benchmark.interface import Encoding, FeatureDims, MethodConfig, PRVRMethod, Progress
+from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
 from benchmark.schedules import Schedule, schedule_delta
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
@@ -48,8 +48,7 @@ from methods.losses.distill import frame_kd_loss
 from methods.losses.nce import clip_nce
 from methods.losses.ranking import clip_triplet_loss
 from methods.losses.soft_nce import soft_target_nce
-from methods.teacher import (positive_teacher_frame_cosines, require_teacher,
-                             teacher_video_scores)
+from methods.teacher import positive_teacher_frame_cosines, require_teacher, teacher_video_scores
 
 BRANCHES = ("inherit", "explore")
 
@@ -154,7 +153,8 @@ class DLDKDConfig(MethodConfig):
         for name in ("dropout", "input_dropout"):
             check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
         check(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
-        check(0.0 <= self.fusion_inherit <= 1.0, f"fusion_inherit must be in [0, 1], got {self.fusion_inherit}")
+        check(0.0 <= self.fusion_inherit <= 1.0,
+              f"fusion_inherit must be in [0, 1], got {self.fusion_inherit}")
         for name in ("alpha0", "beta0", "alpha_floor"):
             check(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
         check(self.beta_floor is None or 0.0 <= self.beta_floor <= 1.0,
@@ -382,7 +382,8 @@ class DLDKD(PRVRMethod):
                                       beta=beta, partition=c.soft_partition, v2t=c.soft_v2t)
             else:
                 nce = clip_nce(U, qv)
-            w_nce = c.nce_weight if name == "inherit" or c.explore_nce_weight is None else c.explore_nce_weight
+            w_nce = (c.nce_weight if name == "inherit" or c.explore_nce_weight is None
+                     else c.explore_nce_weight)
             total = total + triplet + w_nce * nce
             terms[f"loss_{name}_triplet"], terms[f"loss_{name}_nce"] = triplet, nce
             if name == "inherit" and kd_weight != 0.0:
@@ -438,7 +439,8 @@ for _base in ("dl-dkd", "dl-dkd++"):
     register_variant(f"{_base}.fixed-kd", "KD weight never decays (constant kd_scale)",
                      {"kd_decay.kind": "constant"})
     for _suffix, (_way, _summary) in _DECAYS.items():
-        register_variant(f"{_base}.{_suffix}", _summary, schedule_delta("kd_decay", REFERENCE_KD_DECAYS[_way]))
+        register_variant(f"{_base}.{_suffix}", _summary,
+                         schedule_delta("kd_decay", REFERENCE_KD_DECAYS[_way]))
     register_variant(f"{_base}.kd-mean", "KD averaged over queries instead of summed (fix §5.6.3)",
                      {"kd_reduction": "mean"})
     register_variant(f"{_base}.fusion-inherit", "rank by the inheritance branch alone (fusion weight 1)",
@@ -456,18 +458,23 @@ register_variant("dl-dkd.separate-projection", "each branch uses its own query p
 
 register_variant("dl-dkd++.hard-targets", "hard-target clip_nce in both branches (label_style hard)",
                  {"label_style": "hard"})
-register_variant("dl-dkd++.shared-projection", "exploration reuses inheritance's query projection (ICCV quirk)",
+register_variant("dl-dkd++.shared-projection",
+                 "exploration reuses inheritance's query projection (ICCV quirk)",
                  {"separate_query_projection": False})
 register_variant("dl-dkd++.detach-self-targets", "exploration self-targets detached (fix §6.8.2)",
                  {"explore_target_detach": True})
-register_variant("dl-dkd++.random-partition", "hard/soft rows drawn at random, not by batch position (§6.8.3)",
+register_variant("dl-dkd++.random-partition",
+                 "hard/soft rows drawn at random, not by batch position (§6.8.3)",
                  {"soft_partition": "random"})
 register_variant("dl-dkd++.v2t-cross-entropy", "soft v2t as a cross-entropy like t2v (fix §6.8.4)",
                  {"soft_v2t": "cross_entropy"})
 register_variant("dl-dkd++.teacher-cosine", "teacher soft targets from cosines, not raw CLIP dots (§6.8.5)",
                  {"teacher_soft_targets": "cosine"})
-register_variant("dl-dkd++.no-teacher-length", "keep the student frame grid (no resampling to teacher length)",
+register_variant("dl-dkd++.no-teacher-length",
+                 "keep the student frame grid (no resampling to teacher length)",
                  {"resample_to_teacher_length": False})
 for _kind in ("exp", "linear", "cosine", "none"):
-    register_variant(f"dl-dkd++.alpha-{_kind}", f"α schedule {_kind} (default sigmoid)", {"alpha_schedule": _kind})
-    register_variant(f"dl-dkd++.beta-{_kind}", f"β schedule {_kind} (default sigmoid)", {"beta_schedule": _kind})
+    register_variant(f"dl-dkd++.alpha-{_kind}", f"α schedule {_kind} (default sigmoid)",
+                     {"alpha_schedule": _kind})
+    register_variant(f"dl-dkd++.beta-{_kind}", f"β schedule {_kind} (default sigmoid)",
+                     {"beta_schedule": _kind})

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
-from benchmark.interface import Encoding, FeatureDims, MethodConfig, PRVRMethod, Progress
+from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
-from benchmark.interface import Encoding, FeatureDims, MethodConfig, PRVRMethod, Progress
+from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
 from methods.layers.attention import guided_attention_pool
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
@@ -206,7 +206,8 @@ class MSSL(PRVRMethod):
         Queries are processed in sub-blocks so that one sub-block allocates at most about
         ``score_budget_elements`` floats: per pair the per-clip scores (32), the raw proposal
         scores, norm products and cosines (3·528), the guide, the attended feature and its
-        normalised copy (3D) and the attention scores and weights (2T). Beyond that the call holds the chunk's proposals and key/value maps,
+        normalised copy (3D) and the attention scores and weights (2T). Beyond that the call
+        holds the chunk's proposals and key/value maps,
         (528 + 2T)·D floats per video. Peak ≈ 4·[budget + Nv·(528 + 2T)·D] bytes in float32
         (budget 2²⁵: 128 MiB, plus ≈ 1.1 MB per video of the chunk at T = 128).
         """
@@ -288,7 +289,8 @@ class MSSL(PRVRMethod):
             zero = s["clip"].new_zeros(())
             terms.update(loss_frame_triplet=zero, loss_frame_nce=zero)
         elif c.frame_train_guidance == "consistent":
-            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, v2t_hard=c.triplet_v2t_hard, **trip)
+            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, v2t_hard=c.triplet_v2t_hard,
+                                                            **trip)
             terms["loss_frame_nce"] = clip_nce(s["frame_raw"], y)
         else:
             exclude = None

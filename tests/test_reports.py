@@ -10,9 +10,10 @@ import optuna
 import pytest
 
 from benchmark import naming, tracking
-from benchmark.naming import Tag, TrialStateTag
 from benchmark.evaluate import EvalResult, KeyRanks
-from reports import build, cli, collect, mv as mvmod, tables
+from benchmark.naming import Tag, TrialStateTag
+from reports import build, cli, collect, tables
+from reports import mv as mvmod
 from reports.collect import Selection
 
 NQ = 240

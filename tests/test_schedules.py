@@ -10,8 +10,7 @@ import pytest
 from benchmark.interface import Progress
 from benchmark.overrides import ConfigError, apply_overrides
 from benchmark.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind, schedule_delta
-from methods.dl_dkd import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, reference_beta_floor,
-                             soft_target_schedule)
+from methods.dl_dkd import KD_INIT_KINDS, REFERENCE_KD_DECAYS, reference_beta_floor, soft_target_schedule
 
 EPOCHS = [0, 10, 20, 30, 40, 50, 60, 70, 80]
 
