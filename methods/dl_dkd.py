@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
 from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
-from benchmark.schedules import Schedule, schedule_delta
+from benchmark.schedules import Schedule, ScheduleKind, schedule_delta
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
 from methods.layers.pooling import mask_logits
@@ -72,9 +72,12 @@ REFERENCE_KD_DECAYS: dict[int, Schedule] = {
 KD_INIT_KINDS = frozenset({"rising-exp", "rising-linear", "rising-sigmoid"})
 
 #: DL-DKD++ ``--alpha_decay`` / ``--belta_decay`` names -> Schedule kinds (§6.5).
-SOFT_TARGET_KINDS: dict[str, str] = {"sigmoid": "sigmoid", "exp": "exp", "linear": "linear-anneal",
-                                     "cosine": "cosine", "none": "constant"}
-SoftTargetKind = Literal[tuple(SOFT_TARGET_KINDS)]  # type: ignore[valid-type]
+SOFT_TARGET_KINDS: dict[str, ScheduleKind] = {"sigmoid": "sigmoid", "exp": "exp",
+                                              "linear": "linear-anneal", "cosine": "cosine",
+                                              "none": "constant"}
+#: The type of the α/β schedule fields: the keys of SOFT_TARGET_KINDS, in table order, written
+#: out for static checkers (tests/test_schedules.py checks that they agree).
+SoftTargetKind = Literal["sigmoid", "exp", "linear", "cosine", "none"]
 
 
 def soft_target_schedule(kind: str, start: float, floor: float, *,
