@@ -48,7 +48,12 @@ from methods.losses.distill import frame_kd_loss
 from methods.losses.nce import clip_nce
 from methods.losses.ranking import clip_triplet_loss
 from methods.losses.soft_nce import soft_target_nce
-from methods.teacher import positive_teacher_frame_cosines, require_teacher, teacher_video_scores
+from methods.teacher import (
+    TeacherMissingError,
+    positive_teacher_frame_cosines,
+    require_teacher,
+    teacher_video_scores,
+)
 
 BRANCHES = ("inherit", "explore")
 
@@ -215,7 +220,7 @@ class DLDKDVideos(Encoding):
 class DLDKDBranch(nn.Module):
     """One student branch: ``query`` encoder, frame ``video`` encoder and ``output`` mapping."""
 
-    def __init__(self, query: nn.Module, video: nn.Module, output: nn.Module) -> None:
+    def __init__(self, query: QueryEncoder, video: nn.Module, output: nn.Module) -> None:
         super().__init__()
         self.query = query
         self.video = video
@@ -246,14 +251,14 @@ class DLDKD(PRVRMethod):
         if self._shares_query_projection:
             # ref: A_query_input_proj is allocated and never used (§5.6.2); it counts in the
             # parameter total but receives no gradient, so it is frozen at its initial values.
-            self.branches["explore"].query.projection.requires_grad_(False)
+            self._branch("explore").query.projection.requires_grad_(False)
 
     # -- factories (override in subclasses) -------------------------------------------------
     def _build_branch(self, name: str) -> DLDKDBranch:
         return DLDKDBranch(self._build_query_encoder(name), self._build_video_encoder(name),
                            self._build_output_mapping(name))
 
-    def _build_query_encoder(self, name: str) -> nn.Module:
+    def _build_query_encoder(self, name: str) -> QueryEncoder:
         c, d = self.config, self.dims
         # pack_valid: project valid tokens only; valid outputs equal the reference's (encoders.py)
         return QueryEncoder(d.query, c.hidden_size, c.num_heads, max_len=d.max_query_tokens,
@@ -273,19 +278,26 @@ class DLDKD(PRVRMethod):
         return nn.Linear(self.config.hidden_size, self.config.hidden_size)   # ref: *_mapping_linear
 
     # -- forward pieces (override in subclasses) --------------------------------------------
+    def _branch(self, name: str) -> DLDKDBranch:
+        """``self.branches[name]``, typed (the ModuleDict holds what ``_build_branch`` built)."""
+        branch = self.branches[name]
+        if not isinstance(branch, DLDKDBranch):
+            raise TypeError(f"branch {name!r} is a {type(branch).__name__}, not a DLDKDBranch")
+        return branch
+
     @property
     def _shares_query_projection(self) -> bool:
         return not self.config.separate_query_projection and len(self.branches) == 2
 
     def _query_vector(self, name: str, tokens: Tensor, mask: Tensor) -> Tensor:
         """q̄^b, unnormalised. Shapes: tokens (Nq, L, d_q), mask (Nq, L) -> (Nq, D)."""
-        projection = (self.branches["inherit"].query.projection
+        projection = (self._branch("inherit").query.projection
                       if name == "explore" and self._shares_query_projection else None)
-        return self.branches[name].query(tokens, mask, projection=projection)
+        return self._branch(name).query(tokens, mask, projection=projection)
 
     def _frame_features(self, name: str, frames: Tensor, mask: Tensor) -> Tensor:
         """F^b, unnormalised. Shapes: frames (B, T, d_v), mask (B, T) -> (B, T, D)."""
-        branch = self.branches[name]
+        branch = self._branch(name)
         return branch.output(branch.video(frames, mask))
 
     def _kd_target(self, student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor | None:
@@ -301,13 +313,15 @@ class DLDKD(PRVRMethod):
         Shapes: U, teacher_U (Nq, B) -> (Nq, B).
         """
         if name == "inherit":
-            assert teacher_U is not None
+            if teacher_U is None:
+                raise TeacherMissingError(f"method {type(self).__name__!r}: the inheritance branch's "
+                                          "soft targets are the teacher's scores, and none were given")
             return teacher_U
         return U.detach() if self.config.explore_target_detach else U   # ref: no detach (§6.8.2)
 
     # -- plug-in contract -------------------------------------------------------------------
     @classmethod
-    def requirements(cls, config: DLDKDConfig) -> frozenset[str]:   # type: ignore[override]
+    def requirements(cls, config: DLDKDConfig) -> frozenset[str]:
         needs: set[str] = set()
         uses_teacher = "inherit" in config.enabled_branches and (
             config.kd_active or config.label_style == "soft")
@@ -362,11 +376,11 @@ class DLDKD(PRVRMethod):
         alpha, beta = (c.alpha(progress), c.beta(progress)) if soft else (1.0, 1.0)
 
         need_teacher = "inherit" in self.branches and (kd_weight != 0.0 or soft)
-        sentences, teacher_frames = require_teacher(batch, type(self).__name__) if need_teacher else (None, None)
+        # (c, G), loaded exactly when the inheritance branch uses the teacher (need_teacher)
+        teacher = require_teacher(batch, type(self).__name__) if need_teacher else None
         teacher_U = None
-        if soft and "inherit" in self.branches:
-            teacher_U = teacher_video_scores(sentences, teacher_frames, frame_mask,
-                                             kind=c.teacher_soft_targets)   # (Nq, B)
+        if soft and teacher is not None:
+            teacher_U = teacher_video_scores(*teacher, frame_mask, kind=c.teacher_soft_targets)  # (Nq, B)
 
         zero = frames.new_zeros(())
         terms = {f"loss_{name}_{part}": zero for name in BRANCHES for part in ("triplet", "nce")}
@@ -389,14 +403,14 @@ class DLDKD(PRVRMethod):
                      else c.explore_nce_weight)
             total = total + triplet + w_nce * nce
             terms[f"loss_{name}_triplet"], terms[f"loss_{name}_nce"] = triplet, nce
-            if name == "inherit" and kd_weight != 0.0:
+            if name == "inherit" and kd_weight != 0.0 and teacher is not None:
                 rows = torch.arange(qv.shape[0], device=device)
                 student = cos[rows, qv]                                  # (Nq, T) positive pairs
-                teacher = positive_teacher_frame_cosines(sentences, teacher_frames, frame_mask, qv)
+                teacher_cos = positive_teacher_frame_cosines(*teacher, frame_mask, qv)  # (Nq, T)
                 kd_mask = frame_mask[qv]                                 # (Nq, T)
-                kd = frame_kd_loss(student, teacher, kd_mask, temperature=c.kd_temperature,
+                kd = frame_kd_loss(student, teacher_cos, kd_mask, temperature=c.kd_temperature,
                                    reduction=c.kd_reduction,
-                                   target=self._kd_target(student, teacher, kd_mask))
+                                   target=self._kd_target(student, teacher_cos, kd_mask))
                 total = total + kd_weight * kd
                 terms["loss_kd"] = kd
         out = {"loss": total}

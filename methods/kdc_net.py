@@ -132,7 +132,8 @@ class KDCNet(DLDKD):
         if config.hsa.enabled and config.hsa.fusion == "phrase":
             # q = u never uses the pooled sentence feature q̄, so its pooling vector gets no
             # gradient; freeze it (it still counts in the parameter total)
-            for branch in self.branches.values():
+            for name in self.branches:
+                branch = self._branch(name)
                 if hasattr(branch, "hsa"):
                     branch.query.pool.requires_grad_(False)
 
@@ -161,11 +162,11 @@ class KDCNet(DLDKD):
 
         Shapes: tokens (Nq, L, d_q), mask (Nq, L) -> (Nq, D).
         """
-        branch = self.branches[name]
+        branch = self._branch(name)
         hsa = getattr(branch, "hsa", None)
         if hsa is None:
             return super()._query_vector(name, tokens, mask)
-        projection = (self.branches["inherit"].query.projection
+        projection = (self._branch("inherit").query.projection
                       if name == "explore" and self._shares_query_projection else None)
         states = branch.query.token_states(tokens, mask, projection=projection)   # (Nq, L, D)
         sentence = branch.query.pool(states, mask)                                 # (Nq, D) q̄

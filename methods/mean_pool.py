@@ -68,6 +68,7 @@ class MeanPool(PRVRMethod):
 
     config_cls = MeanPoolConfig
     batch_sort = "frames"
+    config: MeanPoolConfig
 
     def __init__(self, config: MeanPoolConfig, dims: FeatureDims) -> None:
         super().__init__(config, dims)

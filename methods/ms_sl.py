@@ -109,6 +109,7 @@ class MSSL(PRVRMethod):
     1024/1024 (query encoder, clip and frame encoders, two 384×384 KCGA maps)."""
 
     config_cls = MSSLConfig
+    config: MSSLConfig
     requires = frozenset({"clips"})
     batch_sort = "frames"                  # ref: collate sorts videos by frame count (§1.4)
     #: float elements one query sub-block of ``score`` may allocate per (query, video) pair
@@ -282,21 +283,24 @@ class MSSL(PRVRMethod):
         hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
         y = batch.query_video
         s = self.training_scores(batch)
-        trip = dict(margin=c.margin, hard=hard, hard_pool=c.hard_pool_size)
-        terms = {"loss_clip_triplet": clip_triplet_loss(s["clip"], y, v2t_hard=c.triplet_v2t_hard, **trip),
+        margin, hard_pool = c.margin, c.hard_pool_size
+        terms = {"loss_clip_triplet": clip_triplet_loss(s["clip"], y, margin=margin, hard=hard,
+                                                        hard_pool=hard_pool, v2t_hard=c.triplet_v2t_hard),
                  "loss_clip_nce": clip_nce(s["clip_raw"], y)}
         if "frame" not in s:
             zero = s["clip"].new_zeros(())
             terms.update(loss_frame_triplet=zero, loss_frame_nce=zero)
         elif c.frame_train_guidance == "consistent":
-            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, v2t_hard=c.triplet_v2t_hard,
-                                                            **trip)
+            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, margin=margin, hard=hard,
+                                                            hard_pool=hard_pool,
+                                                            v2t_hard=c.triplet_v2t_hard)
             terms["loss_frame_nce"] = clip_nce(s["frame_raw"], y)
         else:
             exclude = None
             if c.frame_same_video_negatives == "mask":
                 exclude = y[:, None] == y[None, :]                       # (Nq, Nq) same video
-            terms["loss_frame_triplet"] = frame_triplet_loss(s["frame"], exclude=exclude, **trip)
+            terms["loss_frame_triplet"] = frame_triplet_loss(s["frame"], margin=margin, hard=hard,
+                                                             hard_pool=hard_pool, exclude=exclude)
             terms["loss_frame_nce"] = frame_nce(s["frame_raw"], exclude=exclude,
                                                 diagonal_once=c.frame_nce_diagonal_once)
         loss = (c.clip_triplet_weight * terms["loss_clip_triplet"]

@@ -36,15 +36,14 @@ def require_teacher(batch: TrainBatch, method: str) -> tuple[Tensor, Tensor]:
 
     Shapes: -> c (Nq, d_t), G (B, T, d_t) with (B, T) equal to the student frame mask.
     """
-    missing = [name for name, value in (("QueryBatch.teacher", batch.queries.teacher),
-                                        ("VideoBatch.teacher_frames", batch.videos.teacher_frames))
-               if value is None]
-    if missing:
+    c, G = batch.queries.teacher, batch.videos.teacher_frames
+    if c is None or G is None:
+        missing = [name for name, value in (("QueryBatch.teacher", c), ("VideoBatch.teacher_frames", G))
+                   if value is None]
         raise TeacherMissingError(
             f"method {method!r} distils from CLIP teacher features, but the training batch has no "
             f"{' and no '.join(missing)}: load the split with requires={{'teacher'}} and make sure "
             "the collection has teacher files (docs/datasets.md)")
-    c, G = batch.queries.teacher, batch.videos.teacher_frames
     if G.shape[:2] != batch.videos.frame_mask.shape:
         raise TeacherShapeError(f"method {method!r}: teacher_frames {tuple(G.shape)} do not match "
                                 f"the student frame mask {tuple(batch.videos.frame_mask.shape)}")
