@@ -41,6 +41,7 @@ from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
 from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
 from benchmark.schedules import Schedule, ScheduleKind, schedule_delta
+from methods.errors import MethodConfigError
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
 from methods.layers.pooling import mask_logits
@@ -155,7 +156,7 @@ class DLDKDConfig(MethodConfig):
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(message)
+                raise MethodConfigError(message)
         check(self.hidden_size > 0 and self.hidden_size % self.num_heads == 0,
               f"hidden_size {self.hidden_size} must be a positive multiple of num_heads {self.num_heads}")
         for name in ("dropout", "input_dropout"):

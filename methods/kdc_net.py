@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from benchmark.interface import FeatureDims
 from benchmark.registry import register_method, register_variant
 from methods.dl_dkd import DL_DKD_PP_CONFIG, DLDKD, DLDKDBranch, DLDKDConfig
+from methods.errors import MethodConfigError
 from methods.layers.dta import DynamicTemporalAttention
 from methods.layers.hsa import HSA
 from methods.losses.krd import refine_target
@@ -37,7 +38,7 @@ RECONSTRUCTION_NOTE = ("reconstruction from the abstract of arXiv 2603.23902; "
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise MethodConfigError(message)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
 from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
+from methods.errors import MethodConfigError, MethodInputError
 from methods.layers.attention import guided_attention_pool
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
@@ -63,20 +64,20 @@ class MSSLConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.num_heads < 1 or self.hidden_size % self.num_heads:
-            raise ValueError(f"MSSLConfig: hidden_size ({self.hidden_size}) must be a positive "
-                             f"multiple of num_heads ({self.num_heads})")
+            raise MethodConfigError(f"MSSLConfig: hidden_size ({self.hidden_size}) must be a "
+                                    f"positive multiple of num_heads ({self.num_heads})")
         for name in ("input_dropout", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"MSSLConfig: {name} must be in [0, 1), got {getattr(self, name)}")
+                raise MethodConfigError(f"MSSLConfig: {name} must be in [0, 1), got {getattr(self, name)}")
         if self.hard_negative_start_epoch < -1:
-            raise ValueError("MSSLConfig: hard_negative_start_epoch must be >= 0, or -1 for never, "
-                             f"got {self.hard_negative_start_epoch}")
+            raise MethodConfigError("MSSLConfig: hard_negative_start_epoch must be >= 0, or -1 for "
+                                    f"never, got {self.hard_negative_start_epoch}")
         if self.hard_pool_size < 1:
-            raise ValueError(f"MSSLConfig: hard_pool_size must be >= 1, got {self.hard_pool_size}")
+            raise MethodConfigError(f"MSSLConfig: hard_pool_size must be >= 1, got {self.hard_pool_size}")
         for name in ("margin", "clip_nce_weight", "frame_nce_weight", "clip_triplet_weight",
                      "frame_triplet_weight", "clip_weight", "frame_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"MSSLConfig: {name} must be >= 0, got {getattr(self, name)}")
+                raise MethodConfigError(f"MSSLConfig: {name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ class MSSL(PRVRMethod):
 
     def encode_videos(self, videos: VideoBatch) -> MSSLVideoEncoding:
         if videos.clips is None:
-            raise ValueError("ms-sl: VideoBatch.clips is None; load the split with "
-                             "requires={'clips'} (MSSL.requires)")
+            raise MethodInputError("ms-sl: VideoBatch.clips is None; load the split with "
+                                   "requires={'clips'} (MSSL.requires)")
         clips = self.clip_encoder(videos.clips, None)                 # (B, 32, D), no mask (ref)
         frames = self.frame_encoder(videos.frames, videos.frame_mask)  # (B, T, D)
         return MSSLVideoEncoding(clips, frames, videos.frame_mask)

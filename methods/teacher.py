@@ -20,14 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.data.batch import TrainBatch
+from benchmark.errors import PRVRBenchError
 from methods.layers.pooling import mask_logits
 
 
-class TeacherMissingError(ValueError):
+class TeacherMissingError(PRVRBenchError, ValueError):
     """A method that distils from the CLIP teacher got a batch without teacher features."""
 
 
-class TeacherShapeError(ValueError):
+class TeacherShapeError(PRVRBenchError, ValueError):
     """Teacher features do not line up with the student frames or queries."""
 
 

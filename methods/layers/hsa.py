@@ -22,11 +22,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.errors import PRVRBenchError
 from methods.layers.init import INITIALIZER_RANGE
 from methods.layers.pooling import AttentionPooling
 
 
-class HSAConfigError(ValueError):
+class HSAConfigError(PRVRBenchError, ValueError):
     """Bad HSA settings; the message names the knob."""
 
 
