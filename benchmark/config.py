@@ -54,7 +54,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_query_tokens", "num_clips"):
             if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,13 +70,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if self.early_stop_patience < 0:
-            raise ValueError("train.early_stop_patience must be >= 0")
+            raise ConfigError("train.early_stop_patience must be >= 0")
         if self.val_every < 1:
-            raise ValueError("train.val_every must be >= 1")
+            raise ConfigError("train.val_every must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,11 +96,11 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_proportion < 1:
-            raise ValueError(f"optim.warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+            raise ConfigError(f"optim.warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.weight_decay < 0:
-            raise ValueError("optim.weight_decay must be >= 0")
+            raise ConfigError("optim.weight_decay must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,12 +113,12 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.query_chunk < 1:
-            raise ValueError("eval.query_chunk must be >= 1")
+            raise ConfigError("eval.query_chunk must be >= 1")
         if self.video_chunk is not None and self.video_chunk < 1:
-            raise ValueError("eval.video_chunk must be >= 1 or none")
+            raise ConfigError("eval.video_chunk must be >= 1 or none")
         edges = self.mv_edges
         if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError(f"eval.mv_edges must be strictly increasing with >= 2 edges, got {edges}")
+            raise ConfigError(f"eval.mv_edges must be strictly increasing with >= 2 edges, got {edges}")
 
 
 @dataclass(frozen=True, kw_only=True)

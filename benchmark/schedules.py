@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Literal
 
 from benchmark.interface import Progress
+from benchmark.overrides import ConfigError
 
 #: The type of ``Schedule.kind``: the keys of :data:`SCHEDULE_KINDS`, in table order (config
 #: overrides check values against it). Written out so that static checkers see the members;
@@ -58,12 +59,12 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULE_KINDS:
-            raise ValueError(f"unknown schedule kind {self.kind!r}; known kinds: "
-                             f"{', '.join(SCHEDULE_KINDS)}")
+            raise ConfigError(f"unknown schedule kind {self.kind!r}; known kinds: "
+                              f"{', '.join(SCHEDULE_KINDS)}")
         if self.sigmoid_k <= 0:
-            raise ValueError(f"Schedule.sigmoid_k must be > 0, got {self.sigmoid_k}")
+            raise ConfigError(f"Schedule.sigmoid_k must be > 0, got {self.sigmoid_k}")
         if self.base <= 0:
-            raise ValueError(f"Schedule.base must be > 0, got {self.base}")
+            raise ConfigError(f"Schedule.base must be > 0, got {self.base}")
 
     def at_epoch(self, epoch: float, num_epochs: int = 1) -> float:
         """Value at 0-based ``epoch``; ``num_epochs`` is used by linear-anneal and cosine."""
