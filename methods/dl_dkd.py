@@ -94,8 +94,8 @@ def soft_target_schedule(kind: str, start: float, floor: float, *,
     try:
         mapped = SOFT_TARGET_KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown α/β schedule {kind!r}; expected one of "
-                         f"{', '.join(SOFT_TARGET_KINDS)}") from None
+        raise MethodConfigError(f"unknown α/β schedule {kind!r}; expected one of "
+                                f"{', '.join(SOFT_TARGET_KINDS)}") from None
     return Schedule(kind=mapped, start=start, floor=floor, sigmoid_k=sigmoid_k, base=base)
 
 

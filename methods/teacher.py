@@ -21,6 +21,7 @@ from torch import Tensor
 
 from benchmark.data.batch import TrainBatch
 from benchmark.errors import PRVRBenchError
+from methods.errors import MethodConfigError
 from methods.layers.pooling import mask_logits
 
 
@@ -91,4 +92,4 @@ def teacher_video_scores(sentences: Tensor, frames: Tensor, frame_mask: Tensor, 
         return mask_logits(dots, frame_mask[None]).max(dim=2).values              # (Nq, B)
     if kind == "cosine":
         return teacher_frame_cosines(sentences, frames, frame_mask).max(dim=2).values
-    raise ValueError(f"teacher_soft_targets must be 'raw_dot' or 'cosine', got {kind!r}")
+    raise MethodConfigError(f"teacher_soft_targets must be 'raw_dot' or 'cosine', got {kind!r}")

@@ -3,13 +3,14 @@ command-line tools report it in one line) and keep the built-in a caller may cat
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmark.config import DataConfig, EvalConfig, OptimConfig, TrainConfig
 from benchmark.errors import PRVRBenchError
 from benchmark.overrides import ConfigError
 from benchmark.registry import PluginsMissingError, RegistrationError, Registry, register_variant
 from benchmark.schedules import Schedule
-from methods.dl_dkd import DLDKDConfig
+from methods.dl_dkd import DLDKDConfig, soft_target_schedule
 from methods.errors import MethodConfigError, MethodInputError
 from methods.kdc_net import KRDConfig
 from methods.layers.dta import DTAConfigError
@@ -17,7 +18,7 @@ from methods.layers.hsa import HSA, HSAConfigError
 from methods.losses.krd import KRDInputError
 from methods.mean_pool import MeanPoolConfig
 from methods.ms_sl import MSSLConfig
-from methods.teacher import TeacherMissingError, TeacherShapeError
+from methods.teacher import TeacherMissingError, TeacherShapeError, teacher_video_scores
 
 
 @pytest.mark.parametrize("cls, builtin", [
@@ -45,7 +46,10 @@ def test_core_config_sections_raise_config_errors(make, match):
     (lambda: MSSLConfig(hard_pool_size=0), "hard_pool_size"),
     (lambda: DLDKDConfig(kd_temperature=0.0), "kd_temperature"),
     (lambda: KRDConfig(window=4), "krd.window"),
-    (lambda: HSA(8, kernels=(2, 2)), "hsa.kernels")])
+    (lambda: HSA(8, kernels=(2, 2)), "hsa.kernels"),
+    (lambda: soft_target_schedule("step", 0.8, 0.0), "α/β schedule 'step'"),
+    (lambda: teacher_video_scores(torch.ones(2, 3), torch.ones(1, 4, 3), torch.ones(1, 4),
+                                  kind="dot"), "teacher_soft_targets")])
 def test_method_configs_raise_project_errors(make, match):
     with pytest.raises(PRVRBenchError, match=match):
         make()
