@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 
-import nox
+# nox runs this file with its own interpreter, which has nox; the project venv that pyright
+# resolves imports in does not (nox is not a project dependency).
+import nox  # pyright: ignore[reportMissingImports]
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_existing_virtualenvs = True

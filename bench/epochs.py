@@ -23,6 +23,7 @@ def _fit_once(name: str, data_root: str, device: str, epochs: int, runs_dir: str
 
     from benchmark.config import load_config
     from benchmark.data.loaders import steps_per_epoch
+    from benchmark.data.split import SplitData
     from benchmark.experiment import prepare
     from benchmark.training.loop import fit
 
@@ -31,6 +32,8 @@ def _fit_once(name: str, data_root: str, device: str, epochs: int, runs_dir: str
                                  "tracking.runs_dir": runs_dir})
     prepared = prepare(cfg)
     train = prepared.splits["train"]
+    if not isinstance(train, SplitData):
+        raise TypeError(f"prepare() gave a {type(train).__name__} train split, not SplitData")
     record = fit(prepared.method, prepared.splits, cfg, identity=prepared.identity)
     out = {
         "epoch_seconds": record.epoch_seconds,

@@ -114,7 +114,7 @@ def _child_eval(data_root: pathlib.Path, device: str, naive: bool) -> dict:
 def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
     """One training epoch of ms-sl; evaluation seconds and peak memory, ours vs naive."""
     data_root = pathlib.Path(data_root)
-    out: dict[str, float | str] = flatten_measured(measure_methods(("ms-sl",), data_root, device))
+    out: dict[str, float | str] = {**flatten_measured(measure_methods(("ms-sl",), data_root, device))}
     ours = _child_eval(data_root, device, naive=False)
     naive = _child_eval(data_root, device, naive=True)
     unit = "alloc" if device.startswith("cuda") else "rss"

@@ -16,4 +16,4 @@ EPOCHS = 3
 
 
 def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
-    return flatten_measured(measure_methods(("mean-pool",), data_root, device, epochs=EPOCHS))
+    return {**flatten_measured(measure_methods(("mean-pool",), data_root, device, epochs=EPOCHS))}

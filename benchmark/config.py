@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from benchmark.interface import MethodConfig
-from benchmark.overrides import ConfigError, apply_overrides, flatten as _flatten, to_jsonable
+from benchmark.overrides import ConfigError, apply_overrides, to_jsonable
+from benchmark.overrides import flatten as _flatten
 from benchmark.registry import METHODS, get_method
 
 
@@ -53,7 +54,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_query_tokens", "num_clips"):
             if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,17 +65,18 @@ class TrainConfig:
     batch_size: int = 128                 # ref: bsz 128 videos
     early_stop_patience: int = 10         # ref: max_es_cnt 10; stop when es_cnt > patience
     val_every: int = 1                    # validate every N epochs (ref: every epoch)
-    detect_anomaly: bool = False          # PAPER-VS-CODE §3.5: reference trains under detect_anomaly (slow, same numbers)
+    # PAPER-VS-CODE §3.5: the reference trains under detect_anomaly (slow, same numbers)
+    detect_anomaly: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if self.early_stop_patience < 0:
-            raise ValueError("train.early_stop_patience must be >= 0")
+            raise ConfigError("train.early_stop_patience must be >= 0")
         if self.val_every < 1:
-            raise ValueError("train.val_every must be >= 1")
+            raise ConfigError("train.val_every must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,11 +96,11 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_proportion < 1:
-            raise ValueError(f"optim.warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+            raise ConfigError(f"optim.warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.weight_decay < 0:
-            raise ValueError("optim.weight_decay must be >= 0")
+            raise ConfigError("optim.weight_decay must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,12 +113,12 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.query_chunk < 1:
-            raise ValueError("eval.query_chunk must be >= 1")
+            raise ConfigError("eval.query_chunk must be >= 1")
         if self.video_chunk is not None and self.video_chunk < 1:
-            raise ValueError("eval.video_chunk must be >= 1 or none")
+            raise ConfigError("eval.video_chunk must be >= 1 or none")
         edges = self.mv_edges
         if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError(f"eval.mv_edges must be strictly increasing with >= 2 edges, got {edges}")
+            raise ConfigError(f"eval.mv_edges must be strictly increasing with >= 2 edges, got {edges}")
 
 
 @dataclass(frozen=True, kw_only=True)

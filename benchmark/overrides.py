@@ -13,6 +13,7 @@ import json
 import types
 import typing
 from typing import Any, Literal, Mapping, get_args, get_origin
+
 from benchmark.errors import PRVRBenchError
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
+from benchmark.errors import PRVRBenchError
 from benchmark.interface import MethodConfig, PRVRMethod
 from benchmark.overrides import ConfigError, apply_overrides
-from benchmark.errors import PRVRBenchError
 
 T = TypeVar("T")
 
@@ -24,6 +24,14 @@ class UnknownNameError(PRVRBenchError, KeyError):
         return str(self.args[0])
 
 
+class RegistrationError(PRVRBenchError, ValueError):
+    """A name registered twice, or one that breaks the naming rules; the message names it."""
+
+
+class PluginsMissingError(PRVRBenchError, RuntimeError):
+    """No installed package registers methods: the project is not installed."""
+
+
 class Registry(Generic[T]):
     """Name -> entry. Raises on duplicates; unknown names get close suggestions."""
 
@@ -33,7 +41,7 @@ class Registry(Generic[T]):
 
     def add(self, name: str, item: T) -> T:
         if name in self._items:
-            raise ValueError(f"duplicate {self.kind} name {name!r}")
+            raise RegistrationError(f"duplicate {self.kind} name {name!r}")
         self._items[name] = item
         return item
 
@@ -89,7 +97,7 @@ def register_method(name: str, cls: type[PRVRMethod], config: MethodConfig, summ
     """Register a base method. ``reconstruction`` marks a method rebuilt without public code
     (kdc-net): every run of it and its variants is tagged as such."""
     if "." in name or name != name.lower() or " " in name:
-        raise ValueError(f"base method names are lower-case kebab-case without dots: {name!r}")
+        raise RegistrationError(f"base method names are lower-case kebab-case without dots: {name!r}")
     if not isinstance(config, cls.config_cls):
         raise TypeError(f"{name}: config must be a {cls.config_cls.__name__}")
     return METHODS.add(name, MethodEntry(name, name, cls, config, summary, {}, reconstruction))
@@ -100,7 +108,7 @@ def register_variant(name: str, summary: str, delta: Mapping[str, Any]) -> Metho
     The delta is validated now (unknown keys and wrong types raise at import)."""
     base_name, sep, rest = name.partition(".")
     if not sep or not rest:
-        raise ValueError(f"variant names look like '<base>.<variant>': {name!r}")
+        raise RegistrationError(f"variant names look like '<base>.<variant>': {name!r}")
     base = METHODS.get(base_name)
     try:
         config = apply_overrides(base.default_config, dict(delta))
@@ -121,8 +129,8 @@ def load_plugins() -> None:
     _loaded = True
     eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
     if not eps:
-        raise RuntimeError(f"no '{ENTRY_POINT_GROUP}' entry points found: install the project "
-                           "(pip install -e .) so its methods register")
+        raise PluginsMissingError(f"no '{ENTRY_POINT_GROUP}' entry points found: install the project "
+                                  "(pip install -e .) so its methods register")
     for ep in eps:
         ep.load()
 

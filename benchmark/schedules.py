@@ -32,6 +32,14 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Literal
 
 from benchmark.interface import Progress
+from benchmark.overrides import ConfigError
+
+#: The type of ``Schedule.kind``: the keys of :data:`SCHEDULE_KINDS`, in table order (config
+#: overrides check values against it). Written out so that static checkers see the members;
+#: tests/test_schedules.py checks that it equals the table's keys.
+ScheduleKind = Literal["constant", "exp", "linear", "sigmoid", "linear-anneal", "cosine",
+                       "rising-exp", "rising-linear", "rising-sigmoid", "capped-exp-growth",
+                       "rising-capped"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,12 +59,12 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULE_KINDS:
-            raise ValueError(f"unknown schedule kind {self.kind!r}; known kinds: "
-                             f"{', '.join(SCHEDULE_KINDS)}")
+            raise ConfigError(f"unknown schedule kind {self.kind!r}; known kinds: "
+                              f"{', '.join(SCHEDULE_KINDS)}")
         if self.sigmoid_k <= 0:
-            raise ValueError(f"Schedule.sigmoid_k must be > 0, got {self.sigmoid_k}")
+            raise ConfigError(f"Schedule.sigmoid_k must be > 0, got {self.sigmoid_k}")
         if self.base <= 0:
-            raise ValueError(f"Schedule.base must be > 0, got {self.base}")
+            raise ConfigError(f"Schedule.base must be > 0, got {self.base}")
 
     def at_epoch(self, epoch: float, num_epochs: int = 1) -> float:
         """Value at 0-based ``epoch``; ``num_epochs`` is used by linear-anneal and cosine."""
@@ -76,7 +84,7 @@ def _sigmoid(s: Schedule, e: float) -> float:
 
 
 #: kind -> curve(schedule, epoch e, num_epochs n); the formulas of the module docstring.
-SCHEDULE_KINDS: dict[str, Callable[[Schedule, float, int], float]] = {
+SCHEDULE_KINDS: dict[ScheduleKind, Callable[[Schedule, float, int], float]] = {
     "constant": lambda s, e, n: max(s.start, s.floor),
     "exp": lambda s, e, n: max(s.start * s.base ** e, s.floor),
     "linear": lambda s, e, n: max(s.start * _linear(s, e), s.floor),
@@ -89,9 +97,6 @@ SCHEDULE_KINDS: dict[str, Callable[[Schedule, float, int], float]] = {
     "capped-exp-growth": lambda s, e, n: min(s.start * s.base ** e, s.cap),
     "rising-capped": lambda s, e, n: max(min(s.start * (1 - s.base ** e), s.cap), s.floor),
 }
-
-#: The type of ``Schedule.kind``, derived from the table (config overrides check it).
-ScheduleKind = Literal[tuple(SCHEDULE_KINDS)]  # type: ignore[valid-type]
 
 
 def schedule_delta(prefix: str, schedule: Schedule) -> dict[str, Any]:

@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
-from benchmark.interface import Encoding, FeatureDims, MethodConfig, PRVRMethod, Progress
+from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
-from benchmark.schedules import Schedule, schedule_delta
+from benchmark.schedules import Schedule, ScheduleKind, schedule_delta
+from methods.errors import MethodConfigError
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
 from methods.layers.pooling import mask_logits
@@ -48,8 +49,12 @@ from methods.losses.distill import frame_kd_loss
 from methods.losses.nce import clip_nce
 from methods.losses.ranking import clip_triplet_loss
 from methods.losses.soft_nce import soft_target_nce
-from methods.teacher import (positive_teacher_frame_cosines, require_teacher,
-                             teacher_video_scores)
+from methods.teacher import (
+    TeacherMissingError,
+    positive_teacher_frame_cosines,
+    require_teacher,
+    teacher_video_scores,
+)
 
 BRANCHES = ("inherit", "explore")
 
@@ -73,9 +78,12 @@ REFERENCE_KD_DECAYS: dict[int, Schedule] = {
 KD_INIT_KINDS = frozenset({"rising-exp", "rising-linear", "rising-sigmoid"})
 
 #: DL-DKD++ ``--alpha_decay`` / ``--belta_decay`` names -> Schedule kinds (§6.5).
-SOFT_TARGET_KINDS: dict[str, str] = {"sigmoid": "sigmoid", "exp": "exp", "linear": "linear-anneal",
-                                     "cosine": "cosine", "none": "constant"}
-SoftTargetKind = Literal[tuple(SOFT_TARGET_KINDS)]  # type: ignore[valid-type]
+SOFT_TARGET_KINDS: dict[str, ScheduleKind] = {"sigmoid": "sigmoid", "exp": "exp",
+                                              "linear": "linear-anneal", "cosine": "cosine",
+                                              "none": "constant"}
+#: The type of the α/β schedule fields: the keys of SOFT_TARGET_KINDS, in table order, written
+#: out for static checkers (tests/test_schedules.py checks that they agree).
+SoftTargetKind = Literal["sigmoid", "exp", "linear", "cosine", "none"]
 
 
 def soft_target_schedule(kind: str, start: float, floor: float, *,
@@ -86,8 +94,8 @@ def soft_target_schedule(kind: str, start: float, floor: float, *,
     try:
         mapped = SOFT_TARGET_KINDS[kind]
     except KeyError:
-        raise ValueError(f"unknown α/β schedule {kind!r}; expected one of "
-                         f"{', '.join(SOFT_TARGET_KINDS)}") from None
+        raise MethodConfigError(f"unknown α/β schedule {kind!r}; expected one of "
+                                f"{', '.join(SOFT_TARGET_KINDS)}") from None
     return Schedule(kind=mapped, start=start, floor=floor, sigmoid_k=sigmoid_k, base=base)
 
 
@@ -153,13 +161,14 @@ class DLDKDConfig(MethodConfig):
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(message)
+                raise MethodConfigError(message)
         check(self.hidden_size > 0 and self.hidden_size % self.num_heads == 0,
               f"hidden_size {self.hidden_size} must be a positive multiple of num_heads {self.num_heads}")
         for name in ("dropout", "input_dropout"):
             check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
         check(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
-        check(0.0 <= self.fusion_inherit <= 1.0, f"fusion_inherit must be in [0, 1], got {self.fusion_inherit}")
+        check(0.0 <= self.fusion_inherit <= 1.0,
+              f"fusion_inherit must be in [0, 1], got {self.fusion_inherit}")
         for name in ("alpha0", "beta0", "alpha_floor"):
             check(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1], got {getattr(self, name)}")
         check(self.beta_floor is None or 0.0 <= self.beta_floor <= 1.0,
@@ -218,7 +227,7 @@ class DLDKDVideos(Encoding):
 class DLDKDBranch(nn.Module):
     """One student branch: ``query`` encoder, frame ``video`` encoder and ``output`` mapping."""
 
-    def __init__(self, query: nn.Module, video: nn.Module, output: nn.Module) -> None:
+    def __init__(self, query: QueryEncoder, video: nn.Module, output: nn.Module) -> None:
         super().__init__()
         self.query = query
         self.video = video
@@ -249,14 +258,14 @@ class DLDKD(PRVRMethod):
         if self._shares_query_projection:
             # ref: A_query_input_proj is allocated and never used (§5.6.2); it counts in the
             # parameter total but receives no gradient, so it is frozen at its initial values.
-            self.branches["explore"].query.projection.requires_grad_(False)
+            self._branch("explore").query.projection.requires_grad_(False)
 
     # -- factories (override in subclasses) -------------------------------------------------
     def _build_branch(self, name: str) -> DLDKDBranch:
         return DLDKDBranch(self._build_query_encoder(name), self._build_video_encoder(name),
                            self._build_output_mapping(name))
 
-    def _build_query_encoder(self, name: str) -> nn.Module:
+    def _build_query_encoder(self, name: str) -> QueryEncoder:
         c, d = self.config, self.dims
         # pack_valid: project valid tokens only; valid outputs equal the reference's (encoders.py)
         return QueryEncoder(d.query, c.hidden_size, c.num_heads, max_len=d.max_query_tokens,
@@ -276,19 +285,26 @@ class DLDKD(PRVRMethod):
         return nn.Linear(self.config.hidden_size, self.config.hidden_size)   # ref: *_mapping_linear
 
     # -- forward pieces (override in subclasses) --------------------------------------------
+    def _branch(self, name: str) -> DLDKDBranch:
+        """``self.branches[name]``, typed (the ModuleDict holds what ``_build_branch`` built)."""
+        branch = self.branches[name]
+        if not isinstance(branch, DLDKDBranch):
+            raise TypeError(f"branch {name!r} is a {type(branch).__name__}, not a DLDKDBranch")
+        return branch
+
     @property
     def _shares_query_projection(self) -> bool:
         return not self.config.separate_query_projection and len(self.branches) == 2
 
     def _query_vector(self, name: str, tokens: Tensor, mask: Tensor) -> Tensor:
         """q̄^b, unnormalised. Shapes: tokens (Nq, L, d_q), mask (Nq, L) -> (Nq, D)."""
-        projection = (self.branches["inherit"].query.projection
+        projection = (self._branch("inherit").query.projection
                       if name == "explore" and self._shares_query_projection else None)
-        return self.branches[name].query(tokens, mask, projection=projection)
+        return self._branch(name).query(tokens, mask, projection=projection)
 
     def _frame_features(self, name: str, frames: Tensor, mask: Tensor) -> Tensor:
         """F^b, unnormalised. Shapes: frames (B, T, d_v), mask (B, T) -> (B, T, D)."""
-        branch = self.branches[name]
+        branch = self._branch(name)
         return branch.output(branch.video(frames, mask))
 
     def _kd_target(self, student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor | None:
@@ -304,13 +320,15 @@ class DLDKD(PRVRMethod):
         Shapes: U, teacher_U (Nq, B) -> (Nq, B).
         """
         if name == "inherit":
-            assert teacher_U is not None
+            if teacher_U is None:
+                raise TeacherMissingError(f"method {type(self).__name__!r}: the inheritance branch's "
+                                          "soft targets are the teacher's scores, and none were given")
             return teacher_U
         return U.detach() if self.config.explore_target_detach else U   # ref: no detach (§6.8.2)
 
     # -- plug-in contract -------------------------------------------------------------------
     @classmethod
-    def requirements(cls, config: DLDKDConfig) -> frozenset[str]:   # type: ignore[override]
+    def requirements(cls, config: DLDKDConfig) -> frozenset[str]:
         needs: set[str] = set()
         uses_teacher = "inherit" in config.enabled_branches and (
             config.kd_active or config.label_style == "soft")
@@ -368,11 +386,11 @@ class DLDKD(PRVRMethod):
         alpha, beta = (c.alpha(progress), c.beta(progress)) if soft else (1.0, 1.0)
 
         need_teacher = "inherit" in self.branches and (kd_weight != 0.0 or soft)
-        sentences, teacher_frames = require_teacher(batch, type(self).__name__) if need_teacher else (None, None)
+        # (c, G), loaded exactly when the inheritance branch uses the teacher (need_teacher)
+        teacher = require_teacher(batch, type(self).__name__) if need_teacher else None
         teacher_U = None
-        if soft and "inherit" in self.branches:
-            teacher_U = teacher_video_scores(sentences, teacher_frames, frame_mask,
-                                             kind=c.teacher_soft_targets)   # (Nq, B)
+        if soft and teacher is not None:
+            teacher_U = teacher_video_scores(*teacher, frame_mask, kind=c.teacher_soft_targets)  # (Nq, B)
 
         zero = frames.new_zeros(())
         terms = {f"loss_{name}_{part}": zero for name in BRANCHES for part in ("triplet", "nce")}
@@ -391,17 +409,18 @@ class DLDKD(PRVRMethod):
                                       beta=beta, partition=c.soft_partition, v2t=c.soft_v2t)
             else:
                 nce = clip_nce(U, qv)
-            w_nce = c.nce_weight if name == "inherit" or c.explore_nce_weight is None else c.explore_nce_weight
+            w_nce = (c.nce_weight if name == "inherit" or c.explore_nce_weight is None
+                     else c.explore_nce_weight)
             total = total + triplet + w_nce * nce
             terms[f"loss_{name}_triplet"], terms[f"loss_{name}_nce"] = triplet, nce
-            if name == "inherit" and kd_weight != 0.0:
+            if name == "inherit" and kd_weight != 0.0 and teacher is not None:
                 rows = torch.arange(qv.shape[0], device=device)
                 student = cos[rows, qv]                                  # (Nq, T) positive pairs
-                teacher = positive_teacher_frame_cosines(sentences, teacher_frames, frame_mask, qv)
+                teacher_cos = positive_teacher_frame_cosines(*teacher, frame_mask, qv)  # (Nq, T)
                 kd_mask = frame_mask[qv]                                 # (Nq, T)
-                kd = frame_kd_loss(student, teacher, kd_mask, temperature=c.kd_temperature,
+                kd = frame_kd_loss(student, teacher_cos, kd_mask, temperature=c.kd_temperature,
                                    reduction=c.kd_reduction,
-                                   target=self._kd_target(student, teacher, kd_mask))
+                                   target=self._kd_target(student, teacher_cos, kd_mask))
                 total = total + kd_weight * kd
                 terms["loss_kd"] = kd
         out = {"loss": total}
@@ -448,7 +467,8 @@ for _base in ("dl-dkd", "dl-dkd++"):
     register_variant(f"{_base}.fixed-kd", "KD weight never decays (constant kd_scale)",
                      {"kd_decay.kind": "constant"})
     for _suffix, (_way, _summary) in _DECAYS.items():
-        register_variant(f"{_base}.{_suffix}", _summary, schedule_delta("kd_decay", REFERENCE_KD_DECAYS[_way]))
+        register_variant(f"{_base}.{_suffix}", _summary,
+                         schedule_delta("kd_decay", REFERENCE_KD_DECAYS[_way]))
     register_variant(f"{_base}.kd-mean", "KD averaged over queries instead of summed (fix §5.6.3)",
                      {"kd_reduction": "mean"})
     register_variant(f"{_base}.fusion-inherit", "rank by the inheritance branch alone (fusion weight 1)",
@@ -468,18 +488,23 @@ register_variant("dl-dkd.separate-projection", "each branch uses its own query p
 
 register_variant("dl-dkd++.hard-targets", "hard-target clip_nce in both branches (label_style hard)",
                  {"label_style": "hard"})
-register_variant("dl-dkd++.shared-projection", "exploration reuses inheritance's query projection (ICCV quirk)",
+register_variant("dl-dkd++.shared-projection",
+                 "exploration reuses inheritance's query projection (ICCV quirk)",
                  {"separate_query_projection": False})
 register_variant("dl-dkd++.detach-self-targets", "exploration self-targets detached (fix §6.8.2)",
                  {"explore_target_detach": True})
-register_variant("dl-dkd++.random-partition", "hard/soft rows drawn at random, not by batch position (§6.8.3)",
+register_variant("dl-dkd++.random-partition",
+                 "hard/soft rows drawn at random, not by batch position (§6.8.3)",
                  {"soft_partition": "random"})
 register_variant("dl-dkd++.v2t-cross-entropy", "soft v2t as a cross-entropy like t2v (fix §6.8.4)",
                  {"soft_v2t": "cross_entropy"})
 register_variant("dl-dkd++.teacher-cosine", "teacher soft targets from cosines, not raw CLIP dots (§6.8.5)",
                  {"teacher_soft_targets": "cosine"})
-register_variant("dl-dkd++.no-teacher-length", "keep the student frame grid (no resampling to teacher length)",
+register_variant("dl-dkd++.no-teacher-length",
+                 "keep the student frame grid (no resampling to teacher length)",
                  {"resample_to_teacher_length": False})
 for _kind in ("exp", "linear", "cosine", "none"):
-    register_variant(f"dl-dkd++.alpha-{_kind}", f"α schedule {_kind} (default sigmoid)", {"alpha_schedule": _kind})
-    register_variant(f"dl-dkd++.beta-{_kind}", f"β schedule {_kind} (default sigmoid)", {"beta_schedule": _kind})
+    register_variant(f"dl-dkd++.alpha-{_kind}", f"α schedule {_kind} (default sigmoid)",
+                     {"alpha_schedule": _kind})
+    register_variant(f"dl-dkd++.beta-{_kind}", f"β schedule {_kind} (default sigmoid)",
+                     {"beta_schedule": _kind})

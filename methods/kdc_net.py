@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from benchmark.interface import FeatureDims
 from benchmark.registry import register_method, register_variant
 from methods.dl_dkd import DL_DKD_PP_CONFIG, DLDKD, DLDKDBranch, DLDKDConfig
+from methods.errors import MethodConfigError
 from methods.layers.dta import DynamicTemporalAttention
 from methods.layers.hsa import HSA
 from methods.losses.krd import refine_target
@@ -37,7 +38,7 @@ RECONSTRUCTION_NOTE = ("reconstruction from the abstract of arXiv 2603.23902; "
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise MethodConfigError(message)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +133,8 @@ class KDCNet(DLDKD):
         if config.hsa.enabled and config.hsa.fusion == "phrase":
             # q = u never uses the pooled sentence feature q̄, so its pooling vector gets no
             # gradient; freeze it (it still counts in the parameter total)
-            for branch in self.branches.values():
+            for name in self.branches:
+                branch = self._branch(name)
                 if hasattr(branch, "hsa"):
                     branch.query.pool.requires_grad_(False)
 
@@ -161,11 +163,11 @@ class KDCNet(DLDKD):
 
         Shapes: tokens (Nq, L, d_q), mask (Nq, L) -> (Nq, D).
         """
-        branch = self.branches[name]
+        branch = self._branch(name)
         hsa = getattr(branch, "hsa", None)
         if hsa is None:
             return super()._query_vector(name, tokens, mask)
-        projection = (self.branches["inherit"].query.projection
+        projection = (self._branch("inherit").query.projection
                       if name == "explore" and self._shares_query_projection else None)
         states = branch.query.token_states(tokens, mask, projection=projection)   # (Nq, L, D)
         sentence = branch.query.pool(states, mask)                                 # (Nq, D) q̄

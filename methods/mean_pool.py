@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
-from benchmark.interface import Encoding, FeatureDims, MethodConfig, PRVRMethod, Progress
+from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
+from methods.errors import MethodConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,13 +38,13 @@ class MeanPoolConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.joint_size < 1:
-            raise ValueError("hidden_size and joint_size must be >= 1")
+            raise MethodConfigError("hidden_size and joint_size must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise MethodConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise MethodConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.v2t_weight < 0:
-            raise ValueError("v2t_weight must be >= 0")
+            raise MethodConfigError("v2t_weight must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class MeanPool(PRVRMethod):
 
     config_cls = MeanPoolConfig
     batch_sort = "frames"
+    config: MeanPoolConfig
 
     def __init__(self, config: MeanPoolConfig, dims: FeatureDims) -> None:
         super().__init__(config, dims)

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
-from benchmark.interface import Encoding, FeatureDims, MethodConfig, PRVRMethod, Progress
+from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
 from benchmark.registry import register_method, register_variant
+from methods.errors import MethodConfigError, MethodInputError
 from methods.layers.attention import guided_attention_pool
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
@@ -63,20 +64,20 @@ class MSSLConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.num_heads < 1 or self.hidden_size % self.num_heads:
-            raise ValueError(f"MSSLConfig: hidden_size ({self.hidden_size}) must be a positive "
-                             f"multiple of num_heads ({self.num_heads})")
+            raise MethodConfigError(f"MSSLConfig: hidden_size ({self.hidden_size}) must be a "
+                                    f"positive multiple of num_heads ({self.num_heads})")
         for name in ("input_dropout", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"MSSLConfig: {name} must be in [0, 1), got {getattr(self, name)}")
+                raise MethodConfigError(f"MSSLConfig: {name} must be in [0, 1), got {getattr(self, name)}")
         if self.hard_negative_start_epoch < -1:
-            raise ValueError("MSSLConfig: hard_negative_start_epoch must be >= 0, or -1 for never, "
-                             f"got {self.hard_negative_start_epoch}")
+            raise MethodConfigError("MSSLConfig: hard_negative_start_epoch must be >= 0, or -1 for "
+                                    f"never, got {self.hard_negative_start_epoch}")
         if self.hard_pool_size < 1:
-            raise ValueError(f"MSSLConfig: hard_pool_size must be >= 1, got {self.hard_pool_size}")
+            raise MethodConfigError(f"MSSLConfig: hard_pool_size must be >= 1, got {self.hard_pool_size}")
         for name in ("margin", "clip_nce_weight", "frame_nce_weight", "clip_triplet_weight",
                      "frame_triplet_weight", "clip_weight", "frame_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"MSSLConfig: {name} must be >= 0, got {getattr(self, name)}")
+                raise MethodConfigError(f"MSSLConfig: {name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class MSSL(PRVRMethod):
     1024/1024 (query encoder, clip and frame encoders, two 384×384 KCGA maps)."""
 
     config_cls = MSSLConfig
+    config: MSSLConfig
     requires = frozenset({"clips"})
     batch_sort = "frames"                  # ref: collate sorts videos by frame count (§1.4)
     #: float elements one query sub-block of ``score`` may allocate per (query, video) pair
@@ -140,8 +142,8 @@ class MSSL(PRVRMethod):
 
     def encode_videos(self, videos: VideoBatch) -> MSSLVideoEncoding:
         if videos.clips is None:
-            raise ValueError("ms-sl: VideoBatch.clips is None; load the split with "
-                             "requires={'clips'} (MSSL.requires)")
+            raise MethodInputError("ms-sl: VideoBatch.clips is None; load the split with "
+                                   "requires={'clips'} (MSSL.requires)")
         clips = self.clip_encoder(videos.clips, None)                 # (B, 32, D), no mask (ref)
         frames = self.frame_encoder(videos.frames, videos.frame_mask)  # (B, T, D)
         return MSSLVideoEncoding(clips, frames, videos.frame_mask)
@@ -206,7 +208,8 @@ class MSSL(PRVRMethod):
         Queries are processed in sub-blocks so that one sub-block allocates at most about
         ``score_budget_elements`` floats: per pair the per-clip scores (32), the raw proposal
         scores, norm products and cosines (3·528), the guide, the attended feature and its
-        normalised copy (3D) and the attention scores and weights (2T). Beyond that the call holds the chunk's proposals and key/value maps,
+        normalised copy (3D) and the attention scores and weights (2T). Beyond that the call
+        holds the chunk's proposals and key/value maps,
         (528 + 2T)·D floats per video. Peak ≈ 4·[budget + Nv·(528 + 2T)·D] bytes in float32
         (budget 2²⁵: 128 MiB, plus ≈ 1.1 MB per video of the chunk at T = 128).
         """
@@ -281,20 +284,24 @@ class MSSL(PRVRMethod):
         hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
         y = batch.query_video
         s = self.training_scores(batch)
-        trip = dict(margin=c.margin, hard=hard, hard_pool=c.hard_pool_size)
-        terms = {"loss_clip_triplet": clip_triplet_loss(s["clip"], y, v2t_hard=c.triplet_v2t_hard, **trip),
+        margin, hard_pool = c.margin, c.hard_pool_size
+        terms = {"loss_clip_triplet": clip_triplet_loss(s["clip"], y, margin=margin, hard=hard,
+                                                        hard_pool=hard_pool, v2t_hard=c.triplet_v2t_hard),
                  "loss_clip_nce": clip_nce(s["clip_raw"], y)}
         if "frame" not in s:
             zero = s["clip"].new_zeros(())
             terms.update(loss_frame_triplet=zero, loss_frame_nce=zero)
         elif c.frame_train_guidance == "consistent":
-            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, v2t_hard=c.triplet_v2t_hard, **trip)
+            terms["loss_frame_triplet"] = clip_triplet_loss(s["frame"], y, margin=margin, hard=hard,
+                                                            hard_pool=hard_pool,
+                                                            v2t_hard=c.triplet_v2t_hard)
             terms["loss_frame_nce"] = clip_nce(s["frame_raw"], y)
         else:
             exclude = None
             if c.frame_same_video_negatives == "mask":
                 exclude = y[:, None] == y[None, :]                       # (Nq, Nq) same video
-            terms["loss_frame_triplet"] = frame_triplet_loss(s["frame"], exclude=exclude, **trip)
+            terms["loss_frame_triplet"] = frame_triplet_loss(s["frame"], margin=margin, hard=hard,
+                                                             hard_pool=hard_pool, exclude=exclude)
             terms["loss_frame_nce"] = frame_nce(s["frame_raw"], exclude=exclude,
                                                 diagonal_once=c.frame_nce_diagonal_once)
         loss = (c.clip_triplet_weight * terms["loss_clip_triplet"]

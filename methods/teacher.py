@@ -20,14 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.data.batch import TrainBatch
+from benchmark.errors import PRVRBenchError
+from methods.errors import MethodConfigError
 from methods.layers.pooling import mask_logits
 
 
-class TeacherMissingError(ValueError):
+class TeacherMissingError(PRVRBenchError, ValueError):
     """A method that distils from the CLIP teacher got a batch without teacher features."""
 
 
-class TeacherShapeError(ValueError):
+class TeacherShapeError(PRVRBenchError, ValueError):
     """Teacher features do not line up with the student frames or queries."""
 
 
@@ -36,15 +38,14 @@ def require_teacher(batch: TrainBatch, method: str) -> tuple[Tensor, Tensor]:
 
     Shapes: -> c (Nq, d_t), G (B, T, d_t) with (B, T) equal to the student frame mask.
     """
-    missing = [name for name, value in (("QueryBatch.teacher", batch.queries.teacher),
-                                        ("VideoBatch.teacher_frames", batch.videos.teacher_frames))
-               if value is None]
-    if missing:
+    c, G = batch.queries.teacher, batch.videos.teacher_frames
+    if c is None or G is None:
+        missing = [name for name, value in (("QueryBatch.teacher", c), ("VideoBatch.teacher_frames", G))
+                   if value is None]
         raise TeacherMissingError(
             f"method {method!r} distils from CLIP teacher features, but the training batch has no "
             f"{' and no '.join(missing)}: load the split with requires={{'teacher'}} and make sure "
             "the collection has teacher files (docs/datasets.md)")
-    c, G = batch.queries.teacher, batch.videos.teacher_frames
     if G.shape[:2] != batch.videos.frame_mask.shape:
         raise TeacherShapeError(f"method {method!r}: teacher_frames {tuple(G.shape)} do not match "
                                 f"the student frame mask {tuple(batch.videos.frame_mask.shape)}")
@@ -91,4 +92,4 @@ def teacher_video_scores(sentences: Tensor, frames: Tensor, frame_mask: Tensor, 
         return mask_logits(dots, frame_mask[None]).max(dim=2).values              # (Nq, B)
     if kind == "cosine":
         return teacher_frame_cosines(sentences, frames, frame_mask).max(dim=2).values
-    raise ValueError(f"teacher_soft_targets must be 'raw_dot' or 'cosine', got {kind!r}")
+    raise MethodConfigError(f"teacher_soft_targets must be 'raw_dot' or 'cosine', got {kind!r}")

@@ -70,8 +70,11 @@ class StudySpec:
         if self.pruner == "threshold":
             if self.pruner_threshold is None:
                 raise StudySpecError(f"study {self.name!r}: pruner 'threshold' needs pruner_threshold")
-            bound = {"lower" if self.direction == "maximize" else "upper": self.pruner_threshold}
-            return optuna.pruners.ThresholdPruner(**bound, n_warmup_steps=self.pruner_warmup_epochs)
+            if self.direction == "maximize":
+                return optuna.pruners.ThresholdPruner(lower=self.pruner_threshold,
+                                                      n_warmup_steps=self.pruner_warmup_epochs)
+            return optuna.pruners.ThresholdPruner(upper=self.pruner_threshold,
+                                                  n_warmup_steps=self.pruner_warmup_epochs)
         if self.pruner == "halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, self.pruner_warmup_epochs))
         return optuna.pruners.NopPruner()

@@ -7,9 +7,19 @@ import sys
 import pytest
 
 from benchmark import stores
-from benchmark.config import (ConfigError, ExperimentConfig, collection_preset, config_hash,
-                              default_config, flatten, load_config, load_saved_config,
-                              method_preset_layers, save_config, with_overrides)
+from benchmark.config import (
+    ConfigError,
+    ExperimentConfig,
+    collection_preset,
+    config_hash,
+    default_config,
+    flatten,
+    load_config,
+    load_saved_config,
+    method_preset_layers,
+    save_config,
+    with_overrides,
+)
 from benchmark.registry import METHODS, get_method, list_methods, register_method, register_variant
 
 COLLECTIONS = ("tvr", "activitynet", "charades")

@@ -7,14 +7,20 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from data_fixtures import (
+    VISUAL,
+    ref_average_to_fixed_length,
+    ref_l2,
+    ref_uniform_sampling,
+    write_moments_file,
+    write_toy,
+)
 
 from benchmark.data.annotations import builtin_moments
 from benchmark.data.loaders import collate, epoch_order, steps_per_epoch, train_batches
 from benchmark.data.relevance import read_relevance, relevance_for_split
 from benchmark.data.split import load_split
 from benchmark.data.text import Captions
-from data_fixtures import (VISUAL, ref_average_to_fixed_length, ref_l2, ref_uniform_sampling,
-                           write_moments_file, write_toy)
 
 ALL = frozenset({"clips", "teacher", "teacher_length"})
 ANNOTATIONS = Path("/work/shared/data/annotations")
@@ -182,7 +188,8 @@ def test_moments_resolution(toy, tmp_path):
     # a table covering none of train's queries leaves train without M/V
     assert load(copy, "train", moments=explicit).mv is None
     # the layout's own table is used when no path is given
-    write_moments_file(copy.text_dir / "toy_moments.jsonl", [(c, 0.0, 1.0, 3.0) for c, _ in copy.captions["val"]])
+    write_moments_file(copy.text_dir / "toy_moments.jsonl",
+                       [(c, 0.0, 1.0, 3.0) for c, _ in copy.captions["val"]])
     assert load(copy, "val").mv.tolist() == [0.333333] * 3
     # explicit path wins over the layout file
     assert load(copy, "test", moments=explicit).mv[0] == 0.35

@@ -5,10 +5,10 @@ import json
 import h5py
 import numpy as np
 import pytest
+from data_fixtures import VISUAL, write_moments_file, write_toy
 
 from benchmark.data.errors import DataError
 from benchmark.data.split import load_split
-from data_fixtures import VISUAL, write_moments_file, write_toy
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,14 @@ from benchmark.overrides import apply_overrides
 from benchmark.registry import get_method, list_methods
 from methods.dl_dkd import DLDKD, DLDKDConfig, max_over_frames
 from methods.losses.distill import frame_kd_loss
-from methods.teacher import (TeacherMissingError, TeacherShapeError, positive_teacher_frame_cosines,
-                             require_teacher, teacher_frame_cosines, teacher_video_scores)
+from methods.teacher import (
+    TeacherMissingError,
+    TeacherShapeError,
+    positive_teacher_frame_cosines,
+    require_teacher,
+    teacher_frame_cosines,
+    teacher_video_scores,
+)
 
 DIMS = FeatureDims(query=12, video=20, teacher=8, max_frames=16, max_query_tokens=8)
 SMALL = {"hidden_size": 16, "num_heads": 4}
@@ -82,7 +88,8 @@ def test_raw_teacher_scores_depend_on_feature_norms():
 
 def test_missing_or_misaligned_teacher_is_a_clear_error():
     b = make_batch(3, teacher=False)
-    with pytest.raises(TeacherMissingError, match="DLDKD.*QueryBatch.teacher and no VideoBatch.teacher_frames"):
+    missing = "DLDKD.*QueryBatch.teacher and no VideoBatch.teacher_frames"
+    with pytest.raises(TeacherMissingError, match=missing):
         build("dl-dkd").compute_loss(b, progress())
     good = make_batch(3)
     bad = TrainBatch(good.queries, VideoBatch(good.videos.frames, good.videos.frame_mask, None,
@@ -173,9 +180,10 @@ def test_chunked_scoring_equals_unchunked(name):
         full = model.score(q, v)
         blocked = tiny_blocks.score(q, v)
         # the evaluator's way: encode video chunks (different frame lengths), cat, score query chunks
-        parts = [model.encode_videos(VideoBatch(b.videos.frames[s:s + 3, :int(b.videos.frame_mask[s:s + 3].sum(1).max())],
-                                                b.videos.frame_mask[s:s + 3, :int(b.videos.frame_mask[s:s + 3].sum(1).max())]))
-                 for s in range(0, len(b.videos), 3)]
+        def chunk(s: int) -> VideoBatch:
+            width = int(b.videos.frame_mask[s:s + 3].sum(1).max())
+            return VideoBatch(b.videos.frames[s:s + 3, :width], b.videos.frame_mask[s:s + 3, :width])
+        parts = [model.encode_videos(chunk(s)) for s in range(0, len(b.videos), 3)]
         v_cat = type(v).cat(parts)
         rows = [model.score(q.take(slice(s, s + 4)), v_cat) for s in range(0, len(q), 4)]
     for key in full:

@@ -1,10 +1,15 @@
 """§1.3 preprocessing against loop oracles that restate the reference functions."""
 import numpy as np
 import pytest
-
-from benchmark.data.features import (average_to_fixed_length, bin_segments, l2_normalize,
-                                     normalize_query_tokens, uniform_feature_sampling)
 from data_fixtures import ref_average_to_fixed_length, ref_l2, ref_uniform_sampling
+
+from benchmark.data.features import (
+    average_to_fixed_length,
+    bin_segments,
+    l2_normalize,
+    normalize_query_tokens,
+    uniform_feature_sampling,
+)
 
 
 @pytest.mark.parametrize("n", [1, 5, 127, 128, 129, 255, 256, 300, 1000])

@@ -16,10 +16,8 @@ import pytest
 
 from benchmark.data import synthetic
 from benchmark.data.layout import SPLITS, Layout
-from benchmark.data.profiles import (DURATION_LEVELS, PROFILES, get_profile, split_videos,
-                                     ProfileError)
-from benchmark.data.synthetic import (GenerationError, generate, plan_collection, quota_counts,
-                                      sample_mv)
+from benchmark.data.profiles import DURATION_LEVELS, PROFILES, ProfileError, get_profile, split_videos
+from benchmark.data.synthetic import GenerationError, generate, plan_collection, quota_counts, sample_mv
 from benchmark.generate import main as generate_main
 
 REAL = Path("/work/shared/data/annotations")
@@ -126,7 +124,8 @@ def check_layout(root: Path, profile: str) -> dict:
 def test_tiny_tvr_layout_parses(tiny_root):
     got = check_layout(tiny_root, "tvr")
     assert got["marker"]["scale"] == "tiny" and got["marker"]["seed"] == 0
-    assert {s: got["marker"]["splits"][s]["videos"] for s in SPLITS} == split_videos(get_profile("tvr"), "tiny")
+    assert ({s: got["marker"]["splits"][s]["videos"] for s in SPLITS}
+            == split_videos(get_profile("tvr"), "tiny"))
     rows = got["rows"]
     ts = np.array([r["ts"] for r in rows])
     dur = np.array([r["duration"] for r in rows])

@@ -124,7 +124,8 @@ def test_base_equals_dl_dkd_pp_for_the_same_seed_and_batch():
         got["loss"].backward()
         want["loss"].backward()
         for (k1, p1), (_, p2) in zip(base.named_parameters(), ref.named_parameters()):
-            assert (p1.grad is None) == (p2.grad is None) and (p1.grad is None or torch.equal(p1.grad, p2.grad)), k1
+            assert (p1.grad is None) == (p2.grad is None), k1
+            assert p1.grad is None or torch.equal(p1.grad, p2.grad), k1
     base.eval(), ref.eval()
     with torch.no_grad():
         s1 = base.score(base.encode_queries(batch.queries), base.encode_videos(batch.videos))
@@ -200,10 +201,10 @@ def test_registered_default_inherits_every_dl_dkd_pp_value():
     assert KDC_NET_CONFIG.hsa.kernels == (1, 2, 3) and KDC_NET_CONFIG.dta.rel_pos_max == 32
 
 
-@pytest.mark.parametrize("key, value, match", [("krd.window", 4, "krd.window"), ("krd.window", 0, "krd.window"),
-                                               ("krd.delta", 1.5, "krd.delta"), ("krd.lam", -0.1, "krd.lam"),
-                                               ("dta.gamma0", 0.0, "dta.gamma0"), ("hsa.kernels", (2, 2), "hsa.kernels"),
-                                               ("krd.lambda", 0.5, "krd.lambda")])
+@pytest.mark.parametrize("key, value, match", [
+    ("krd.window", 4, "krd.window"), ("krd.window", 0, "krd.window"), ("krd.delta", 1.5, "krd.delta"),
+    ("krd.lam", -0.1, "krd.lam"), ("dta.gamma0", 0.0, "dta.gamma0"), ("hsa.kernels", (2, 2), "hsa.kernels"),
+    ("krd.lambda", 0.5, "krd.lambda")])
 def test_bad_knobs_raise_config_errors_naming_the_key(key, value, match):
     with pytest.raises(ConfigError, match=match):
         apply_overrides(KDC_NET_CONFIG, {key: value})

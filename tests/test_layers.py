@@ -8,12 +8,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from methods.layers.attention import (SelfAttentionLayer, guided_attention_pool,
-                                      key_clip_guided_attention)
+from methods.layers.attention import SelfAttentionLayer, guided_attention_pool, key_clip_guided_attention
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
-from methods.layers.pooling import (AttentionPooling, mask_logits, masked_max,
-                                    multi_scale_proposals)
+from methods.layers.pooling import AttentionPooling, mask_logits, masked_max, multi_scale_proposals
 from methods.layers.projection import InputProjection, TrainablePositionalEncoding
 
 
@@ -60,7 +58,9 @@ def _attention_oracle(layer: SelfAttentionLayer, x, mask):
     out = torch.empty_like(x)
     dh = layer.head_dim
     for b in range(x.shape[0]):
-        q = layer.query(x[b]); k = layer.key(x[b]); v = layer.value(x[b])
+        q = layer.query(x[b])
+        k = layer.key(x[b])
+        v = layer.value(x[b])
         heads = []
         for h in range(layer.heads):
             sl = slice(h * dh, (h + 1) * dh)

@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 
 from benchmark import moments as cli
-from benchmark.data.annotations import (Moments, builtin_moments, builtin_name, convert,
-                                        moment_video_ratio, read_moments, read_order,
-                                        split_coverage, write_moments)
+from benchmark.data.annotations import (
+    Moments,
+    builtin_moments,
+    builtin_name,
+    convert,
+    moment_video_ratio,
+    read_moments,
+    read_order,
+    split_coverage,
+    write_moments,
+)
 from benchmark.data.errors import DataError
 
 ANNOTATIONS = Path("/work/shared/data/annotations")

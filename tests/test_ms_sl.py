@@ -65,7 +65,8 @@ def test_registry_entries_and_recipe_defaults():
     assert entry.cls is MSSL and entry.default_config == MSSLConfig()
     assert MSSL.requires == frozenset({"clips"}) and MSSL.batch_sort == "frames"
     c = entry.default_config
-    assert (c.hidden_size, c.num_heads, c.margin, c.hard_negative_start_epoch, c.hard_pool_size) == (384, 4, 0.2, 20, 20)
+    assert (c.hidden_size, c.num_heads, c.margin) == (384, 4, 0.2)
+    assert (c.hard_negative_start_epoch, c.hard_pool_size) == (20, 20)
     assert (c.clip_nce_weight, c.frame_nce_weight, c.clip_weight, c.frame_weight) == (0.02, 0.04, 0.7, 0.3)
     assert get_method("ms-sl.mask-false-negatives").default_config.frame_same_video_negatives == "mask"
     assert get_method("ms-sl.all-fixes").default_config.triplet_v2t_hard == "pool"

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.mv import (DEFAULT_MV_EDGES, MVEdgesError, MVValueError, assign_bins, bin_labels,
-                          validate_edges)
+from benchmark.mv import DEFAULT_MV_EDGES, MVEdgesError, MVValueError, assign_bins, bin_labels, validate_edges
 
 ANNOTATIONS = Path("/work/shared/data/annotations")
 

@@ -9,8 +9,13 @@ import torch
 from torch import nn
 
 from benchmark.config import OptimConfig
-from benchmark.training.optim import (BertAdam, build_optimizer, no_decay_names,
-                                      parameter_groups, warmup_linear)
+from benchmark.training.optim import (
+    BertAdam,
+    build_optimizer,
+    no_decay_names,
+    parameter_groups,
+    warmup_linear,
+)
 
 
 def test_warmup_linear_values():

@@ -35,11 +35,11 @@ def make_batch(requires: frozenset[str], *, captions=(3, 1, 2, 2), frames=(9, 4,
     """
     g = torch.Generator().manual_seed(seed)
     nq, b = sum(captions), len(frames)
-    t, l = max(frames), max(tokens[:nq])
+    t, length = max(frames), max(tokens[:nq])
     frame_mask = (torch.arange(t)[None, :] < torch.tensor(frames)[:, None]).float()       # (B, T)
-    token_mask = (torch.arange(l)[None, :] < torch.tensor(tokens[:nq])[:, None]).float()  # (Nq, L)
+    token_mask = (torch.arange(length)[None, :] < torch.tensor(tokens[:nq])[:, None]).float()  # (Nq, L)
     video_frames = _unit(torch.randn(b, t, DIMS.video, generator=g)) * frame_mask[..., None]
-    query_tokens = _unit(torch.randn(nq, l, DIMS.query, generator=g)) * token_mask[..., None]
+    query_tokens = _unit(torch.randn(nq, length, DIMS.query, generator=g)) * token_mask[..., None]
     teacher = "teacher" in requires
     videos = VideoBatch(
         frames=video_frames, frame_mask=frame_mask,

@@ -10,8 +10,14 @@ import pytest
 from benchmark.interface import Progress
 from benchmark.overrides import ConfigError, apply_overrides
 from benchmark.schedules import SCHEDULE_KINDS, Schedule, ScheduleKind, schedule_delta
-from methods.dl_dkd import (KD_INIT_KINDS, REFERENCE_KD_DECAYS, reference_beta_floor,
-                             soft_target_schedule)
+from methods.dl_dkd import (
+    KD_INIT_KINDS,
+    REFERENCE_KD_DECAYS,
+    SOFT_TARGET_KINDS,
+    SoftTargetKind,
+    reference_beta_floor,
+    soft_target_schedule,
+)
 
 EPOCHS = [0, 10, 20, 30, 40, 50, 60, 70, 80]
 
@@ -142,6 +148,13 @@ CLOSED_FORMS = {
 
 def test_closed_forms_cover_every_kind():
     assert set(CLOSED_FORMS) == set(get_args(ScheduleKind))
+
+
+def test_kind_literals_list_their_tables_keys_in_order():
+    # the Literals are written out for static checkers; they must not drift from the tables
+    assert get_args(ScheduleKind) == tuple(SCHEDULE_KINDS)
+    assert get_args(SoftTargetKind) == tuple(SOFT_TARGET_KINDS)
+    assert set(SOFT_TARGET_KINDS.values()) <= set(SCHEDULE_KINDS)
 
 
 @pytest.mark.parametrize("kind", sorted(CLOSED_FORMS))

@@ -10,9 +10,9 @@ import os
 import time
 
 import pytest
+from test_sweeps import two_worker_study
 
 from sweeps import storage
-from test_sweeps import two_worker_study
 
 URL = os.environ.get("PRVR_TEST_POSTGRES_URL")
 

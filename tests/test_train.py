@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark import train as train_cli
 from benchmark.config import config_hash, load_config, load_saved_config
 from benchmark.evaluate import EvalResult
 from benchmark.experiment import prepare, run_experiment
-from benchmark.record import RunRecord
 from benchmark.naming import Tag
-from benchmark.views import RECORD_METRICS
+from benchmark.record import RunRecord
 from benchmark.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from benchmark.training.loop import EpochSummary, NonFiniteLossError, fit
-from benchmark import train as train_cli
+from benchmark.views import RECORD_METRICS
 
 torch.set_num_threads(1)
 
@@ -239,9 +239,9 @@ def test_cli_list_methods(capsys):
     code, out, _ = _cli(capsys, "--list-methods")
     assert code == 0
     lines = out.splitlines()
-    base = next(i for i, l in enumerate(lines) if l.startswith("mean-pool "))
+    base = next(i for i, line in enumerate(lines) if line.startswith("mean-pool "))
     assert "minimal baseline" in lines[base]
-    assert any(l.startswith("  mean-pool.t2v-only ") for l in lines[base + 1:])
+    assert any(line.startswith("  mean-pool.t2v-only ") for line in lines[base + 1:])
 
 
 @pytest.mark.slow

@@ -26,10 +26,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from benchmark.errors import PRVRBenchError
 from methods.layers.attention import ATTENTION_MASK_VALUE, SelfAttentionLayer
 
 
-class DTAConfigError(ValueError):
+class DTAConfigError(PRVRBenchError, ValueError):
     """Bad DTA settings; the message names the knob."""
 
 

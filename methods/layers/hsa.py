@@ -22,11 +22,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from benchmark.errors import PRVRBenchError
 from methods.layers.init import INITIALIZER_RANGE
 from methods.layers.pooling import AttentionPooling
 
 
-class HSAConfigError(ValueError):
+class HSAConfigError(PRVRBenchError, ValueError):
     """Bad HSA settings; the message names the knob."""
 
 
@@ -57,10 +58,12 @@ class HSA(nn.Module):
         self.kernels = kernels
         self.scale_agg = scale_agg
         self.fusion = fusion
-        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, k) for k in kernels)
-        for conv in self.convs:
+        convs = [nn.Conv1d(hidden, hidden, k) for k in kernels]
+        for conv in convs:
             nn.init.normal_(conv.weight, mean=0.0, std=INITIALIZER_RANGE)
-            nn.init.zeros_(conv.bias)
+            if conv.bias is not None:                     # always: built with bias=True
+                nn.init.zeros_(conv.bias)
+        self.convs = nn.ModuleList(convs)
         self.pools = nn.ModuleList(AttentionPooling(hidden) for _ in kernels)
         # modules a setting does not use are not built (parameter counts and RNG stay honest)
         self.scale_score = nn.Linear(hidden, 1, bias=False) if scale_agg == "attention" else None

@@ -25,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmark.errors import PRVRBenchError
 
-class KRDInputError(ValueError):
+
+class KRDInputError(PRVRBenchError, ValueError):
     """Bad KRD settings or inputs; the message names the argument and the problem."""
 
 

@@ -132,7 +132,7 @@ def frame_triplet_loss(S: Tensor, *, margin: float, hard: bool, hard_pool: int =
     n = S.shape[0]
     if exclude is not None:
         exclude = exclude.to(S.device).bool() & ~torch.eye(n, dtype=torch.bool, device=S.device)
-    kwargs = dict(margin=margin, hard=hard, hard_pool=hard_pool, generator=generator)
-    rows = _frame_side(S, exclude, **kwargs)
-    cols = _frame_side(S.t(), None if exclude is None else exclude.t(), **kwargs)
+    rows = _frame_side(S, exclude, margin=margin, hard=hard, hard_pool=hard_pool, generator=generator)
+    cols = _frame_side(S.t(), None if exclude is None else exclude.t(), margin=margin, hard=hard,
+                       hard_pool=hard_pool, generator=generator)
     return rows + cols

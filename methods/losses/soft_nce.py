@@ -65,7 +65,8 @@ def soft_target_nce(U: Tensor, T: Tensor, query_video: Tensor, *, alpha: float, 
     p_t2v = torch.softmax(T, dim=1)                                             # (Nq, B)
     p_v2t = torch.softmax(T, dim=0)                                             # (Nq, B)
     y_hat = torch.where(hard_q[:, None], Y, beta * Y + (1 - beta) * p_t2v).clamp(min=0)  # (Nq, B)
-    z_hat = torch.where(hard_v[None, :], Y, beta * Y + (1 - beta) * p_v2t).clamp(min=0)  # (Nq, B), column v = Ẑ_v·
+    # column v of ẑ is Ẑ_v·
+    z_hat = torch.where(hard_v[None, :], Y, beta * Y + (1 - beta) * p_v2t).clamp(min=0)  # (Nq, B)
 
     t2v_rows = (y_hat * (U.logsumexp(dim=1, keepdim=True) - U)).sum(dim=1)       # (Nq,)
     if v2t == "log_weighted_sum":
