@@ -8,6 +8,15 @@ The public API is imported lazily so that ``import benchmark`` stays cheap for t
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:                      # the lazy API, visible to type checkers
+    from benchmark.config import load_config
+    from benchmark.data.split import load_split
+    from benchmark.evaluate import evaluate, evaluate_method
+    from benchmark.experiment import run_experiment
+    from benchmark.registry import get_method, list_methods
+    from benchmark.training.loop import fit
 
 _API = {
     "load_config": "benchmark.config",
@@ -20,7 +29,10 @@ _API = {
     "evaluate_method": "benchmark.evaluate",
 }
 
-__all__ = sorted([*_API, "create_method"])
+__all__ = [  # the lazy names of _API and create_method, written out for static tools
+    "create_method", "evaluate", "evaluate_method", "fit", "get_method", "list_methods",
+    "load_config", "load_split", "run_experiment",
+]
 
 
 def create_method(name: str, dims, config=None):

@@ -155,9 +155,9 @@ class ReferenceImporter:
     key names). ``convert(state_dict, model_cfg)`` returns ``(overrides, state_dict)``: config
     overrides as dotted config paths, the vocabulary of ``--set`` (``{"method.hidden_size": 96,
     "data.max_frames": 128}``), read from the reference's ``model_cfg`` and the tensor shapes,
-    and the state dict renamed onto the project's module names. It raises ``ReferenceImportError`` naming any key it
-    cannot place. Each method package registers its own importer: the core holds no table of
-    reference names.
+    and the state dict renamed onto the project's module names. It raises
+    ``ReferenceImportError`` naming any key it cannot place. Each method package registers its
+    own importer: the core holds no table of reference names.
     """
 
     base: str

@@ -141,3 +141,11 @@ def test_layering_checker_catches_a_violation(tmp_path: Path) -> None:
     bad.write_text("from benchmark import registry\nfrom benchmark.config import load_config\n")
     found = violations(bad, "methods/fake.py")
     assert len(found) == 1 and "['benchmark.config', 'benchmark.config.load_config']" in found[0]
+
+
+def test_public_api_lists_every_lazy_name():
+    import benchmark
+
+    assert sorted(benchmark.__all__) == sorted([*benchmark._API, "create_method"])
+    for name in benchmark.__all__:
+        assert callable(getattr(benchmark, name)), name

@@ -10,6 +10,7 @@ import pytest
 from benchmark import tracking
 from benchmark.naming import KIND_STUDY, Tag
 
+
 @pytest.fixture(scope="module")
 def uri(tmp_path_factory) -> str:
     db = tmp_path_factory.mktemp("mlflow") / "runs" / "mlflow.db"
