@@ -6,11 +6,7 @@ mapping tests build reference-named state dicts from our own models and need no 
 """
 from __future__ import annotations
 
-import collections
-import io
 import json
-import pickle
-import types
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +19,7 @@ from benchmark.data.split import load_split
 from benchmark.evaluate import evaluate_method
 from benchmark.interface import FeatureDims
 from benchmark.overrides import apply_overrides
+from benchmark.reference import load_reference_checkpoint
 from benchmark.registry import (
     ReferenceImportError,
     find_reference_importer,
@@ -42,49 +39,12 @@ OUTPUTS = {"dl-dkd": ({"out0": "explore", "out1": "inherit"}, (0.3, 0.7)),
            "dl-dkd++": ({"out0": "inherit", "out1": "explore"}, (0.7, 0.3))}
 
 
-# -- reading a reference checkpoint without running code from it ------------------------------
-
-class _EasyDictAsDict(dict):
-    """Stands in for ``easydict.EasyDict``: keeps the items, ignores the attribute state that
-    EasyDict pickles next to them (the same key/value pairs)."""
-
-    def __setstate__(self, state) -> None:
-        pass
-
-
-_ALLOWED_GLOBALS = {("collections", "OrderedDict"): collections.OrderedDict,
-                    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-                    ("easydict", "EasyDict"): _EasyDictAsDict}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    # torch.load resolves "torch.*Storage" itself before asking find_class
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refused to load global {module}.{name}") from None
-
-
-_RESTRICTED_PICKLE = types.ModuleType("restricted_pickle")
-_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
-_RESTRICTED_PICKLE.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()  # type: ignore[attr-defined]
-
+# -- reading a reference checkpoint: the core's allow-list reader -----------------------------
 
 def read_reference_checkpoint(path) -> dict:
-    """``{"model": state_dict, "model_cfg": dict, "epoch": int}`` of a reference ``model.ckpt``,
-    admitting only tensors, OrderedDict and EasyDict (read as a dict). To be replaced by the
-    core's reader (benchmark/reference.py) at integration."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RESTRICTED_PICKLE)
-    return {**ckpt, "model_cfg": dict(ckpt["model_cfg"])}
-
-
-def test_reader_refuses_other_globals():
-    buffer = io.BytesIO()
-    torch.save({"model": collections.Counter(a=1)}, buffer)
-    buffer.seek(0)
-    with pytest.raises(pickle.UnpicklingError, match="collections.Counter"):
-        read_reference_checkpoint(buffer)
+    """``{"model": state_dict, "model_cfg": dict, "epoch": int | None}`` of a reference file."""
+    ref = load_reference_checkpoint(path)
+    return {"model": ref.state_dict, "model_cfg": ref.model_cfg, "epoch": ref.epoch}
 
 
 # -- key mapping on state dicts named like the reference's ------------------------------------

@@ -9,9 +9,6 @@ They skip, saying why, when the fixtures are absent. The structural tests need n
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
-from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Mapping
@@ -24,6 +21,7 @@ from benchmark.config import load_config
 from benchmark.data.split import load_split
 from benchmark.evaluate import evaluate, evaluate_method
 from benchmark.interface import FeatureDims
+from benchmark.reference import StateMismatchError, load_reference_checkpoint, load_state_strict
 from benchmark.registry import (
     ReferenceImportError,
     find_reference_importer,
@@ -43,53 +41,16 @@ needs_fixtures = pytest.mark.skipif(
 
 
 # ---------------------------------------------------------------- reading a reference checkpoint
-# One function, switched to benchmark.reference.load_reference_checkpoint at integration.
-
-class _ReferenceConfig(dict):
-    """Stands in for ``easydict.EasyDict``: EasyDict pickles its items and, as BUILD state, the
-    same values as attributes; the items are kept and the attribute copy is dropped."""
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    return {("collections", "OrderedDict"): OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,  # type: ignore[attr-defined]
-            ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,  # type: ignore[attr-defined]
-            ("easydict", "EasyDict"): _ReferenceConfig}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the allow-listed globals; torch resolves storage types itself."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        allowed = _allowed_globals().get((module, name))
-        if allowed is None:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
-        return allowed
-
 
 def read_reference_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], int]:
-    """(state dict, model_cfg as a plain dict, epoch) of a reference ``model.ckpt``, without
-    running code from the file (tensors, OrderedDict and EasyDict only)."""
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a torch zip checkpoint")
-    restricted = SimpleNamespace(Unpickler=_RestrictedUnpickler, load=None, __name__="restricted")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted)
-    if not isinstance(ckpt, dict) or not {"model", "model_cfg"} <= set(ckpt):
-        raise ValueError(f"{path}: not a reference checkpoint (expected keys model, model_cfg)")
-    return dict(ckpt["model"]), dict(ckpt["model_cfg"]), int(ckpt.get("epoch", -1))
+    """(state dict, model_cfg, epoch) through the core's allow-list reader."""
+    ref = load_reference_checkpoint(path)
+    return ref.state_dict, ref.model_cfg, -1 if ref.epoch is None else ref.epoch
 
 
 def load_into(model: MSSL, state_dict: Mapping[str, Any]) -> MSSL:
-    """``load_state_dict(strict=True)``; a shape error there means the checkpoint's input sizes
-    (or position-table lengths) do not fit the data's, which set the model's sizes."""
-    try:
-        model.load_state_dict(dict(state_dict), strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"reference checkpoint does not fit the data: the model's input sizes "
-                         f"come from the data's feature files ({model.dims}): {err}") from None
+    """The core's strict load: a shape error names the data's input sizes."""
+    load_state_strict(model, state_dict, "ms-sl reference checkpoint")
     return model
 
 
@@ -186,15 +147,8 @@ def test_dims_mismatch_with_the_data_is_caught_when_loading():
     _, ours = convert(_reference_state_dict(_small_model()), SMALL_CFG)
     other = MSSL(MSSLConfig(hidden_size=8, num_heads=2),
                  FeatureDims(query=12, video=11, max_frames=16, max_query_tokens=6, num_clips=8))
-    with pytest.raises(ValueError, match=r"input sizes come from the data.*video=11"):
+    with pytest.raises(StateMismatchError, match=r"shape mismatch.*\(10,\) vs \(11,\)"):
         load_into(other, ours)
-
-
-def test_restricted_reader_refuses_other_globals(tmp_path):
-    path = tmp_path / "evil.ckpt"
-    torch.save({"model": {}, "model_cfg": {}, "epoch": 0, "x": SimpleNamespace()}, path)
-    with pytest.raises(pickle.UnpicklingError, match="refused to load types.SimpleNamespace"):
-        read_reference_checkpoint(path)
 
 
 # ---------------------------------------------------------------- exactness on the fixtures
