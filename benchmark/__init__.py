@@ -3,7 +3,10 @@
 The public API is imported lazily so that ``import benchmark`` stays cheap for the CLIs:
 
     load_config, create_method, list_methods, get_method, load_split, fit, run_experiment,
-    evaluate, evaluate_method
+    evaluate_method
+
+``evaluate`` (scores → ranks) is reached as ``benchmark.evaluate.evaluate``: the package cannot
+also export a function named like its submodule, which replaces the attribute once imported.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:                      # the lazy API, visible to type checkers
     from benchmark.config import load_config
     from benchmark.data.split import load_split
-    from benchmark.evaluate import evaluate, evaluate_method
+    from benchmark.evaluate import evaluate_method
     from benchmark.experiment import run_experiment
     from benchmark.registry import get_method, list_methods
     from benchmark.training.loop import fit
@@ -25,12 +28,11 @@ _API = {
     "load_split": "benchmark.data.split",
     "fit": "benchmark.training.loop",
     "run_experiment": "benchmark.experiment",
-    "evaluate": "benchmark.evaluate",
     "evaluate_method": "benchmark.evaluate",
 }
 
 __all__ = [  # the lazy names of _API and create_method, written out for static tools
-    "create_method", "evaluate", "evaluate_method", "fit", "get_method", "list_methods",
+    "create_method", "evaluate_method", "fit", "get_method", "list_methods",
     "load_config", "load_split", "run_experiment",
 ]
 
