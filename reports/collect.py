@@ -10,7 +10,9 @@ Selection (docs/architecture.md §7, §8 step 8; docs/reports.md):
 
 Only runs whose status is FINISHED and whose ``trial_state`` (sweeps only) is COMPLETE are
 kept; pruned trials end FINISHED but stop before the test evaluation, so they have no test
-ranks. Their count is reported in ``Collected.notes``.
+ranks. Runs of ``python -m benchmark.evaluate`` (tag ``evaluation=true``) re-score a saved
+checkpoint and are left out too, so they never count as another seed, unless the selection
+asks for them by that tag. The counts are reported in ``Collected.notes``.
 
 The per-query test ranks come from each run's ``ranks_test.npz`` artifact
 (``benchmark.evaluate.EvalResult.load``); the metrics of the table are recomputed from them, so
@@ -171,6 +173,10 @@ def select_runs(sel: Selection) -> tuple[dict[str, Any] | None, list[dict[str, A
             continue
         if Tag.VARIANT not in tags or Tag.COLLECTION not in tags:
             dropped["untagged"] = dropped.get("untagged", 0) + 1
+            continue
+        if is_set(tags, Tag.EVALUATION) and sel.tags.get(Tag.EVALUATION) != "true":
+            # a re-evaluation of a checkpoint is not another training run (no extra seed)
+            dropped["checkpoint-evaluation"] = dropped.get("checkpoint-evaluation", 0) + 1
             continue
         kept.append(run)
     if dropped:

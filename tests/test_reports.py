@@ -72,6 +72,9 @@ def store(tmp_path_factory):
         runs[("kdc-net", s)] = (k, _log(plain, tmp, "kdc-net", s, k))
     # a FAILED run that must be left out
     _log(plain, tmp, "ms-sl.broken", 0, _result(base[0], mv), status_ok=False)
+    # a re-evaluation of the ms-sl seed-0 checkpoint: not a training run, left out of tables
+    _log(plain, tmp, "ms-sl", 0, _result(base[0], mv),
+         extra_tags={Tag.EVALUATION: "true", Tag.CHECKPOINT: "runs/x/best.pt"})
 
     sweep = f"sqlite:///{tmp / 'sweep' / 'mlflow.db'}"
     storage = f"sqlite:///{tmp / 'sweep' / 'optuna.db'}"
@@ -112,6 +115,11 @@ def test_collect_frame_values(store):
     assert len(frame) == 11                          # 9 ms-sl* + 2 kdc-net; the FAILED run left out
     assert "ms-sl.broken" not in set(frame["variant"])
     assert any("failed" in n for n in got.notes)
+    assert any("1 checkpoint-evaluation" in n for n in got.notes)
+    assert len(frame[(frame["variant"] == "ms-sl") & (frame["seed"] == 0)]) == 1
+    evaluations = collect.collect(Selection(tracking_uri=store["plain"],
+                                            tags={Tag.EVALUATION: "true"}), store["tmp"] / "cache0")
+    assert len(evaluations.frame) == 1                 # asked for by tag: the evaluation run itself
     row = frame[(frame["variant"] == "ms-sl.better") & (frame["seed"] == 1)].iloc[0]
     res, rid = store["runs"][("ms-sl.better", 1)]
     assert row["run_id"] == rid
