@@ -25,7 +25,7 @@ import torch
 
 from bench.measure import one_thread, sync
 from benchmark.evaluate import evaluate
-from benchmark.memory import status_mb
+from benchmark.memory import AnonPeak, anon_rss_mb
 
 NUM_QUERIES = 10_895      # TVR test queries (docs/datasets.md §0)
 NUM_VIDEOS = 2_179        # TVR test videos
@@ -78,23 +78,16 @@ def naive_rank_loop(scores: np.ndarray, query_video: np.ndarray) -> np.ndarray:
 
 
 def _child_peak_mb(query_chunk: int) -> None:
-    """Run in a fresh process: print the evaluator's peak resident growth in MB as JSON.
-
-    Linux only: writing 5 to /proc/self/clear_refs resets the peak RSS (VmHWM) to the current
-    RSS, so the peak read afterwards belongs to the evaluate call alone.
-    """
+    """Run in a fresh process: print the evaluator's peak anonymous-memory growth in MB as JSON
+    (RssAnon sampled every 2 ms around the evaluate call; NaN where /proc has no RssAnon)."""
     scores = torch.rand(NUM_QUERIES, NUM_VIDEOS)
     query_video = torch.randint(0, NUM_VIDEOS, (NUM_QUERIES,))
     evaluate(scores[:8], query_video[:8])            # import and first-call costs out of the way
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        before = status_mb("VmRSS")
-    except OSError:      # not Linux: no resettable peak, report "not measured"
-        print(json.dumps({"peak_mb": float("nan")}))
-        return
-    evaluate(scores, query_video, query_chunk=query_chunk)
-    print(json.dumps({"peak_mb": max(status_mb("VmHWM") - before, 0.0)}))
+    before = anon_rss_mb()
+    with AnonPeak(interval_s=0.002) as window:
+        evaluate(scores, query_video, query_chunk=query_chunk)
+        peak = window.peak_mb()
+    print(json.dumps({"peak_mb": max(peak - before, 0.0)}))
 
 
 def _cpu_peak_mb(query_chunk: int) -> float:

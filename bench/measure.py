@@ -5,7 +5,9 @@ import contextlib
 
 import torch
 
-from benchmark.memory import peak_rss_mb, reset_peak_rss
+from benchmark.memory import AnonPeak, reset_peak_rss
+
+_window: AnonPeak | None = None
 
 
 @contextlib.contextmanager
@@ -27,15 +29,23 @@ def sync(device: str) -> None:
 
 
 def reset_peak(device: str) -> None:
-    """Start a peak-memory window: the CUDA allocator peak on CUDA, the peak RSS on the CPU."""
+    """Start a peak-memory window: the CUDA allocator peak on CUDA; on the CPU the peak
+    anonymous RSS (sampled; mapped feature pages left out) and the resettable peak RSS."""
+    global _window
     if device.startswith("cuda"):
         sync(device)
         torch.cuda.reset_peak_memory_stats()
+    if _window is not None:
+        _window.stop()
+    _window = AnonPeak(interval_s=0.005).start()
     reset_peak_rss()
 
 
 def peak_mb(device: str) -> float:
-    """Peak since :func:`reset_peak`: CUDA allocator peak on CUDA, peak RSS on the CPU (MB)."""
+    """Peak since :func:`reset_peak`: CUDA allocator peak on CUDA, peak anonymous RSS on the
+    CPU (MB)."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
-    return peak_rss_mb()
+    if _window is None:
+        raise RuntimeError("peak_mb() before reset_peak()")
+    return _window.peak_mb()

@@ -117,7 +117,7 @@ def run(data_root: pathlib.Path, device: str) -> dict[str, float | str]:
     out: dict[str, float | str] = {**flatten_measured(measure_methods(("ms-sl",), data_root, device))}
     ours = _child_eval(data_root, device, naive=False)
     naive = _child_eval(data_root, device, naive=True)
-    unit = "alloc" if device.startswith("cuda") else "rss"
+    unit = "alloc" if device.startswith("cuda") else "anon"
     out.update({
         "eval_seconds": ours["eval_seconds"],
         "eval_seconds_naive": naive["eval_seconds"],
