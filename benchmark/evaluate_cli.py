@@ -25,10 +25,11 @@ Two kinds of checkpoint are read, told apart by their top-level keys (never by r
   hash and may change freely. ``--method``, when given, must name the saved method.
 * **A reference checkpoint** (``model``, ``model_cfg``, ``epoch``), or any file with
   ``--reference NAME``. The importer of that base method (``--reference``, else the one
-  registered importer that recognises the state dict's keys) converts it: method-config
-  overrides from ``model_cfg`` and the tensor shapes, and the state dict under the project's
-  names. The config is ``load_config(--method or the base, C, data_root=ROOT, overrides=
-  {method.<key>: value} then --set)``: ``--set`` wins over the importer. ``--method`` may name
+  registered importer that recognises the state dict's keys) converts it: config overrides
+  as dotted paths (``method.*``, and ``data.*`` lengths the model was built for) from
+  ``model_cfg`` and the tensor shapes, and the state dict under the project's names. The
+  config is ``load_config(--method or the base, C, data_root=ROOT, overrides=importer's, then
+  --set)``: ``--set`` wins over the importer. ``--method`` may name
   a variant of the importer's base, nothing else.
 
 Either way only the evaluated split is loaded (as a training run loads it: training-only
@@ -67,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from benchmark.cli import UsageParser, fail, flag_overrides, parse_sets
 from benchmark.config import (
     ConfigError,
     ExperimentConfig,
@@ -107,7 +109,6 @@ from benchmark.views import SplitView, select_metrics, split_view
 if TYPE_CHECKING:        # mlflow is imported only when a tracking URI is given
     from benchmark.tracking import MLflowRunTracker
 
-EXIT_USAGE = 2
 SAVED_CONFIG = "config.json"
 #: Settings under the config hash that an evaluation of a saved run may change (module docstring).
 EVALUATION_FREE_KEYS = ("data.data_root", "data.moments", "data.relevance")
@@ -115,13 +116,8 @@ EVALUATION_FREE_KEYS = ("data.data_root", "data.moments", "data.relevance")
 ID_ARRAYS = ("query_ids", "video_ids")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, as for every other bad input
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m benchmark.evaluate",
+    p = UsageParser(prog="python -m benchmark.evaluate",
                 description="Evaluate a saved checkpoint (this project's best.pt, or a reference "
                             "model.ckpt) on one split with the shared evaluator.")
     p.add_argument("--checkpoint", required=True, help="best.pt of a run (config.json beside it) "
@@ -143,32 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores-out", help="write every score matrix, query_ids and video_ids (.npz)")
     p.add_argument("--tracking-uri", help="log one MLflow run of this evaluation")
     return p
-
-
-def parse_sets(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value
-    return out
-
-
-def _top_level(args: argparse.Namespace) -> dict[str, Any]:
-    """``load_config``'s top-level shortcuts from the flags (applied before ``--set``)."""
-    top: dict[str, Any] = {}
-    if args.visual_feature:
-        top["data.visual_feature"] = args.visual_feature
-    if args.moments:
-        top["data.moments"] = args.moments
-    if args.relevance:
-        top["data.relevance"] = args.relevance
-    if args.device:
-        top["device"] = args.device
-    if args.tracking_uri:
-        top["tracking.tracking_uri"] = args.tracking_uri
-    return top
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +195,7 @@ def load_own(args: argparse.Namespace, path: Path) -> LoadedCheckpoint:
         raise ConfigError(f"checkpoint {path} was trained as {saved.method_name!r} (its "
                           f"{SAVED_CONFIG}), not {args.method!r}")
     cfg = load_config(saved.method_name, args.collection, data_root=args.data_root,
-                      config_files=[saved_file], overrides=parse_sets(args.sets), **_top_level(args))
+                      config_files=[saved_file], overrides=parse_sets(args.sets), **flag_overrides(args))
     changed = weight_keys_changed(saved, cfg)
     if changed:
         raise ConfigError(f"checkpoint {path}: {'; '.join(changed)} would change settings its "
@@ -273,7 +243,7 @@ def load_reference(args: argparse.Namespace, path: Path, payload: Mapping[str, A
                                    f"overrides do not fit {method_name}: {exc}") from None
     layered = {**overrides, **sets}                           # --set wins over the importer
     cfg = load_config(method_name, args.collection, data_root=args.data_root,
-                      overrides=layered, **_top_level(args))
+                      overrides=layered, **flag_overrides(args))
     method, split = _build(cfg, args.split)
     load_state_strict(method, state_dict, f"reference checkpoint {path} (read as {importer.base} "
                                           f"for {cfg.method_name}, data {_dims(split)})")
@@ -397,8 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_id = _log_run(args.tracking_uri, loaded, view, result, record, args) \
             if args.tracking_uri else None
     except PRVRBenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(str(exc))
     m = view.main
     what = f"reference {loaded.reference} checkpoint" if loaded.reference else "checkpoint"
     print(f"{record['variant']} {what} {loaded.path} on {loaded.cfg.data.collection}"

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from benchmark.cli import UsageParser, fail, flag_overrides, parse_sets
 from benchmark.config import ConfigError, ExperimentConfig, flatten, load_config
 from benchmark.errors import PRVRBenchError
 from benchmark.naming import RunIdentity
@@ -27,16 +28,10 @@ from benchmark.tracker import NullTracker
 if TYPE_CHECKING:        # mlflow is imported only when a tracking URI is configured
     from benchmark.tracking import MLflowRunTracker
 
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, as for config errors
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m benchmark.train",
+    p = UsageParser(prog="python -m benchmark.train",
                 description="Train a PRVR method with the shared loop; select on val, report test.")
     p.add_argument("--list-methods", action="store_true", help="list registered methods and variants")
     p.add_argument("--method", help="registered method or variant name (see --list-methods)")
@@ -70,43 +65,12 @@ def format_method_list() -> str:
     return "\n".join(lines)
 
 
-def parse_sets(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value
-    return out
-
-
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if not args.method or not args.collection:
         raise ConfigError("--method and --collection are required (or use --list-methods)")
-    top: dict[str, Any] = {}                 # load_config's top-level shortcuts (**top: Any)
-    if args.visual_feature:
-        top["data.visual_feature"] = args.visual_feature
-    if args.moments:
-        top["data.moments"] = args.moments
-    if args.relevance:
-        top["data.relevance"] = args.relevance
-    if args.epochs is not None:
-        top["train.epochs"] = args.epochs
-    if args.seed is not None:
-        top["seed"] = args.seed
-    if args.device:
-        top["device"] = args.device
-    if args.tracking_uri:
-        top["tracking.tracking_uri"] = args.tracking_uri
-    if args.runs_dir:
-        top["tracking.runs_dir"] = args.runs_dir
     return load_config(args.method, args.collection, data_root=args.data_root,
-                       config_files=args.configs, overrides=parse_sets(args.sets), **top)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+                       config_files=args.configs, overrides=parse_sets(args.sets),
+                       **flag_overrides(args))
 
 
 def _open_tracker(cfg: ExperimentConfig,
@@ -131,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
         prepared = prepare(cfg)           # every input check runs here, before training
     except PRVRBenchError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
     from benchmark.training.loop import fit
 
