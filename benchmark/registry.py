@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from benchmark.errors import PRVRBenchError
 from benchmark.interface import MethodConfig, PRVRMethod
@@ -194,3 +194,24 @@ def find_reference_importer(state_dict: Mapping[str, Any]) -> ReferenceImporter:
             f"cannot tell which method this reference checkpoint belongs to (recognised by: "
             f"{which}); pass --reference {'|'.join(REFERENCE_IMPORTERS.names()) or 'NAME'}")
     return found[0]
+
+
+def key_listing(keys: Iterable[str], limit: int = 8) -> str:
+    """The first ``limit`` of ``keys`` (sorted), then how many more."""
+    names = sorted(keys)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_reference_keys(base: str, found: Iterable[str], expected: Iterable[str]) -> None:
+    """Every reference key placed, every expected key present; else one error naming both."""
+    found, expected = set(found), set(expected)
+    missing, unexpected = expected - found, found - expected
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} key(s): {key_listing(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} key(s): {key_listing(unexpected)}")
+    if parts:
+        raise ReferenceImportError(f"{base} reference checkpoint does not fit {base}: "
+                                   + "; ".join(parts))

@@ -31,7 +31,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from benchmark.registry import ReferenceImporter, ReferenceImportError, register_reference_importer
+from benchmark.registry import (
+    ReferenceImporter,
+    ReferenceImportError,
+    check_reference_keys,
+    key_listing,
+    register_reference_importer,
+)
 
 #: Parameters of each §2 building block: reference name inside the block -> ours.
 BLOCK_PARAMETERS: dict[str, dict[str, str]] = {
@@ -136,11 +142,6 @@ def _shape(tensor: Any) -> tuple[int, ...]:
     return tuple(getattr(tensor, "shape", ()))
 
 
-def _listing(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
 def _convert(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any], *, base: str,
              table: Mapping[str, tuple[str, str]], hidden_keys: Mapping[str, str],
              shares_query_projection: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -152,21 +153,12 @@ def _convert(state_dict: Mapping[str, Any], model_cfg: Mapping[str, Any], *, bas
                     if any(table.get(_head(k), ("",))[0] == b for k in state_dict))
     if not present:
         raise ReferenceImportError(f"{base} reference checkpoint: no key of either branch found "
-                                   f"(first keys: {_listing(sorted(state_dict), 4)})")
+                                   f"(first keys: {key_listing(sorted(state_dict), 4)})")
     if shares_query_projection and "inherit" not in present:
         # the ICCV exploration branch encodes queries with B's (inheritance) input projection
         present = ("inherit", "explore")
     expected = _ref_keys(table, present)
-    unexpected = sorted(k for k in state_dict if k not in expected)
-    missing = sorted(k for k in expected if k not in state_dict)
-    if unexpected or missing:
-        parts = []
-        if unexpected:
-            parts.append(f"unexpected keys {_listing(unexpected)}")
-        if missing:
-            parts.append(f"missing keys {_listing(missing)}")
-        raise ReferenceImportError(f"{base} reference checkpoint does not match the {base} "
-                                   f"modules ({'; '.join(parts)})")
+    check_reference_keys(base, state_dict, expected)
     ours = {expected[k]: v for k, v in state_dict.items()}
 
     # sizes from the shapes, checked against model_cfg

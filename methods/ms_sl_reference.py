@@ -28,7 +28,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping
 
-from benchmark.registry import ReferenceImporter, ReferenceImportError, register_reference_importer
+from benchmark.registry import (
+    ReferenceImporter,
+    ReferenceImportError,
+    check_reference_keys,
+    register_reference_importer,
+)
 from methods.ms_sl import MSSLConfig
 
 #: reference module prefix -> our module prefix, per branch (query, clip, frame)
@@ -94,23 +99,8 @@ def _shape(tensor: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def _names(keys) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:8])
-    return shown + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-
-
 def _check_keys(state_dict: Mapping[str, Any]) -> None:
-    unexpected = [k for k in state_dict if k not in KEY_MAP]
-    missing = [k for k in KEY_MAP if k not in state_dict]
-    if unexpected or missing:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {_names(unexpected)}")
-        raise ReferenceImportError("ms-sl reference checkpoint does not fit MS-SL: "
-                                   + "; ".join(parts))
+    check_reference_keys("ms-sl", state_dict, KEY_MAP)
 
 
 def _expected_shape(name: str, hidden: int, d_in: int) -> tuple[int, ...] | None:
