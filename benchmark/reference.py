@@ -51,7 +51,7 @@ import torch
 import torch._utils
 from torch import Tensor
 
-from benchmark.registry import ReferenceImportError
+from benchmark.registry import ReferenceImportError, key_listing
 from benchmark.training.checkpoint import CheckpointError
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -243,11 +243,6 @@ def load_reference_checkpoint(path: str | os.PathLike, map_location: Any = "cpu"
 # Strict state loading
 # ----------------------------------------------------------------------------------------------
 
-def _listing(names: list[str], limit: int = 6) -> str:
-    shown = ", ".join(names[:limit])
-    return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
-
-
 def load_state_strict(module: torch.nn.Module, state_dict: Mapping[str, Tensor], source: str) -> None:
     """``module.load_state_dict(state_dict, strict=True)``, with every mismatch named on one line.
 
@@ -262,11 +257,11 @@ def load_state_strict(module: torch.nn.Module, state_dict: Mapping[str, Tensor],
               for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
     problems = []
     if missing:
-        problems.append(f"missing keys {_listing(missing)}")
+        problems.append(f"missing keys {key_listing(missing, 6)}")
     if unexpected:
-        problems.append(f"unexpected keys {_listing(unexpected)}")
+        problems.append(f"unexpected keys {key_listing(unexpected, 6)}")
     if shapes:
-        problems.append(f"shape mismatch (checkpoint vs model) {_listing(shapes, 4)}")
+        problems.append(f"shape mismatch (checkpoint vs model) {key_listing(shapes, 4)}")
     if problems:
         raise StateMismatchError(f"{source} does not fit the model: {'; '.join(problems)}")
     module.load_state_dict(dict(state_dict), strict=True)
