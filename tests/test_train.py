@@ -270,23 +270,33 @@ def test_cli_trains_and_tracks_in_mlflow(tiny_root, tmp_path):
 
 def test_anon_peak_sees_an_allocation_and_not_a_mapped_file(tmp_path):
     """The anonymous-RSS peak grows with memory the process allocates, and not with the pages of
-    a memory-mapped file it reads (those are page cache, reported only in the plain RSS)."""
+    a memory-mapped file it reads (those are page cache, reported only in the plain RSS).
+
+    Both mappings are made with ``mmap`` directly, so the allocator's reuse of memory freed by
+    earlier tests cannot hide the growth."""
+    import mmap
+
     from benchmark.memory import AnonPeak, anon_rss_mb
 
     if not math.isfinite(anon_rss_mb()):
         pytest.skip("no RssAnon in /proc/self/status on this platform")
+    size, page = 64 * 2**20, mmap.PAGESIZE
     path = tmp_path / "big.bin"
-    np.zeros(64 * 2**20 // 8, dtype=np.float64).tofile(path)          # a 64 MB file
-    with AnonPeak(interval_s=0.001) as mapped:
+    with path.open("wb") as handle:
+        handle.truncate(size)                                           # a 64 MB file
+    with AnonPeak(interval_s=0.001) as mapped, path.open("rb") as handle:
         start = mapped.peak_mb()
-        view = np.memmap(path, dtype=np.float64, mode="r")
-        float(view.sum())                                              # touch every page
-        del view
+        view = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
+        touched = sum(view[i] for i in range(0, size, page))           # read every page
         mapped_growth = mapped.peak_mb() - start
+        view.close()
     with AnonPeak(interval_s=0.001) as allocated:
         start = allocated.peak_mb()
-        block = np.ones(64 * 2**20 // 8)                               # 64 MB, written
+        block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)   # 64 MB, private
+        for i in range(0, size, page):
+            block[i] = 1                                                # write every page
         allocated_growth = allocated.peak_mb() - start
-        del block
-    assert allocated_growth > 48
-    assert mapped_growth < 16
+        block.close()
+    assert touched == 0
+    assert allocated_growth > 48, allocated_growth
+    assert mapped_growth < 16, mapped_growth
