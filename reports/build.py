@@ -19,14 +19,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Sequence
 
 import pandas as pd
 
 from benchmark import stores, tracking
 from reports import mv as mvmod
 from reports import plots, published, sensitivity, tables
-from reports.collect import Collected, Selection, collect
+from reports.collect import Collected, Selection, collect, numbers_if_all_numbers
 from reports.stats import add_row_keys, column, columns, summarise
 
 # sweep figures (docs/methods.md §9.3.6, §13): knob pairs drawn as heatmaps
@@ -129,9 +129,7 @@ def with_trial_params(frame: pd.DataFrame, params: dict[str, dict]) -> pd.DataFr
     out = frame.drop(columns=[c for c in frame.columns if c.startswith("param.")])
     for k in keys:
         values = [params.get(rid, {}).get(k) for rid in frame["run_id"]]
-        col = pd.Series(values, index=frame.index, dtype=object)
-        numeric = cast(pd.Series, pd.to_numeric(col, errors="coerce"))   # a Series in, a Series out
-        out[f"param.{k}"] = numeric if numeric.notna().sum() == col.notna().sum() else col
+        out[f"param.{k}"] = numbers_if_all_numbers(pd.Series(values, index=frame.index, dtype=object))
     return out
 
 

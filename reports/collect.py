@@ -289,12 +289,16 @@ def build_frame(runs: Sequence[Mapping[str, Any]], test: Mapping[str, EvalResult
         varying = [c for c in params.columns
                    if cast(pd.Series, params[c]).astype(str).nunique(dropna=False) > 1]
         for col in sorted(varying):
-            values = cast(pd.Series, params[col])
-            numeric = cast(pd.Series, pd.to_numeric(values, errors="coerce"))  # Series in and out
-            frame[f"param.{col}"] = numeric if numeric.notna().sum() == values.notna().sum() \
-                else values
+            frame[f"param.{col}"] = numbers_if_all_numbers(cast(pd.Series, params[col]))
     frame["synthetic"] = frame["synthetic"] | frame["test_synthetic"]
     return frame.drop(columns="test_synthetic")
+
+
+def numbers_if_all_numbers(values: pd.Series) -> pd.Series:
+    """``values`` parsed as numbers when every non-missing value is one (a knob's values, read
+    back from MLflow params as strings), else unchanged."""
+    numeric = cast(pd.Series, pd.to_numeric(values, errors="coerce"))  # a Series in, a Series out
+    return numeric if numeric.notna().sum() == values.notna().sum() else values
 
 
 def collect(sel: Selection, cache: str | Path | None = None) -> Collected:
