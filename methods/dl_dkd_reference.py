@@ -66,10 +66,15 @@ OUR_MODULES: dict[str, str] = {
     "video.encoder": "attention", "output": "linear",
 }
 
-#: ICCV reference module (after the ``A_`` / ``B_`` prefix) -> our module in the branch.
-ICCV_MODULES: dict[str, str] = {
+#: Query-side reference modules: named alike in the ICCV and the journal code.
+QUERY_MODULES: dict[str, str] = {
     "query_input_proj": "query.projection", "query_pos_embed": "query.position",
     "query_encoder": "query.encoder", "modular_vector_mapping": "query.pool.score",
+}
+
+#: ICCV reference module (after the ``A_`` / ``B_`` prefix) -> our module in the branch.
+ICCV_MODULES: dict[str, str] = {
+    **QUERY_MODULES,
     "frame_input_proj": "video.projection", "frame_pos_embed": "video.position",
     "frame_encoder": "video.encoder", "mapping_linear": "output",
 }
@@ -77,8 +82,7 @@ ICCV_PREFIXES: dict[str, str] = {"inherit": "B_", "explore": "A_"}
 
 #: Journal reference module (after the ``""`` / ``exp_`` prefix) -> our module in the branch.
 JOURNAL_MODULES: dict[str, str] = {
-    "query_input_proj": "query.projection", "query_pos_embed": "query.position",
-    "query_encoder": "query.encoder", "modular_vector_mapping": "query.pool.score",
+    **QUERY_MODULES,
     "visual_input_proj": "video.projection", "visual_pos_embed": "video.position",
     "visual_encoder": "video.encoder", "out_mapping_linear": "output",
 }
