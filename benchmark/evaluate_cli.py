@@ -93,13 +93,12 @@ from benchmark.reference import (
     reference_from_payload,
 )
 from benchmark.registry import (
-    REFERENCE_IMPORTERS,
     ReferenceImporter,
     ReferenceImportError,
     find_reference_importer,
     get_method,
     get_reference_importer,
-    load_plugins,
+    recognising_importers,
 )
 from benchmark.seeding import seed_everything
 from benchmark.training.checkpoint import CheckpointError, load_checkpoint
@@ -209,17 +208,13 @@ def load_own(args: argparse.Namespace, path: Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(path, cfg, method, split, int(payload["epoch"]), None)
 
 
-def _recognisers(state_dict: Mapping[str, Any]) -> list[str]:
-    load_plugins()
-    return [n for n in REFERENCE_IMPORTERS.names() if REFERENCE_IMPORTERS.get(n).recognizes(state_dict)]
-
-
 def _importer(args: argparse.Namespace, path: Path, state_dict: Mapping[str, Any]) -> ReferenceImporter:
     if not args.reference:
         return find_reference_importer(state_dict)
     importer = get_reference_importer(args.reference)
     if not importer.recognizes(state_dict):
-        others = ", ".join(_recognisers(state_dict)) or "no registered importer"
+        others = ", ".join(i.base for i in recognising_importers(state_dict)) \
+            or "no registered importer"
         raise ReferenceImportError(f"checkpoint {path}: not a {importer.base} reference checkpoint "
                                    f"(its keys are recognised by: {others})")
     return importer

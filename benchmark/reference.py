@@ -51,7 +51,7 @@ import torch
 import torch._utils
 from torch import Tensor
 
-from benchmark.registry import ReferenceImportError, key_listing
+from benchmark.registry import ReferenceImportError, key_differences, key_listing
 from benchmark.training.checkpoint import CheckpointError
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -251,15 +251,9 @@ def load_state_strict(module: torch.nn.Module, state_dict: Mapping[str, Tensor],
     ``source`` first (the checkpoint path and what it was read as).
     """
     own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
     shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
               for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {key_listing(missing, 6)}")
-    if unexpected:
-        problems.append(f"unexpected keys {key_listing(unexpected, 6)}")
+    problems = key_differences(state_dict, own, limit=6)
     if shapes:
         problems.append(f"shape mismatch (checkpoint vs model) {key_listing(shapes, 4)}")
     if problems:

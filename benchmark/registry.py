@@ -183,11 +183,16 @@ def get_reference_importer(base: str) -> ReferenceImporter:
     return REFERENCE_IMPORTERS.get(base)
 
 
+def recognising_importers(state_dict: Mapping[str, Any]) -> list[ReferenceImporter]:
+    """Every registered importer that recognises ``state_dict``, in registration order."""
+    load_plugins()
+    return [importer for importer in (REFERENCE_IMPORTERS.get(n) for n in REFERENCE_IMPORTERS.names())
+            if importer.recognizes(state_dict)]
+
+
 def find_reference_importer(state_dict: Mapping[str, Any]) -> ReferenceImporter:
     """The one importer that recognises ``state_dict``; an error when none or several do."""
-    load_plugins()
-    found = [REFERENCE_IMPORTERS.get(n) for n in REFERENCE_IMPORTERS.names()
-             if REFERENCE_IMPORTERS.get(n).recognizes(state_dict)]
+    found = recognising_importers(state_dict)
     if len(found) != 1:
         which = ", ".join(i.base for i in found) or "none"
         raise ReferenceImportError(
@@ -203,15 +208,22 @@ def key_listing(keys: Iterable[str], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_reference_keys(base: str, found: Iterable[str], expected: Iterable[str]) -> None:
-    """Every reference key placed, every expected key present; else one error naming both."""
+def key_differences(found: Iterable[str], expected: Iterable[str], limit: int = 8) -> list[str]:
+    """``missing N key(s): …`` and ``unexpected N key(s): …`` between two key sets (empty when
+    they are equal): the one wording of a state-dict key mismatch."""
     found, expected = set(found), set(expected)
     missing, unexpected = expected - found, found - expected
     parts = []
     if missing:
-        parts.append(f"missing {len(missing)} key(s): {key_listing(missing)}")
+        parts.append(f"missing {len(missing)} key(s): {key_listing(missing, limit)}")
     if unexpected:
-        parts.append(f"unexpected {len(unexpected)} key(s): {key_listing(unexpected)}")
+        parts.append(f"unexpected {len(unexpected)} key(s): {key_listing(unexpected, limit)}")
+    return parts
+
+
+def check_reference_keys(base: str, found: Iterable[str], expected: Iterable[str]) -> None:
+    """Every reference key placed, every expected key present; else one error naming both."""
+    parts = key_differences(found, expected)
     if parts:
         raise ReferenceImportError(f"{base} reference checkpoint does not fit {base}: "
                                    + "; ".join(parts))

@@ -377,7 +377,7 @@ def test_reference_checkpoint_with_an_unexpected_key_is_refused(run, tmp_path, m
     path = _reference_file(run, tmp_path / "model.ckpt", monkeypatch,
                            extra={"txt_net.9.weight": torch.zeros(2, 2)})
     code, _, err = _cli(capsys, "--checkpoint", path, "--collection", "tvr", "--data-root", data_root)
-    assert "unexpected keys query_proj.9.weight" in _one_line_error(code, err)
+    assert "unexpected 1 key(s): query_proj.9.weight" in _one_line_error(code, err)
 
 
 # ------------------------------------------------------------------------------------------------
