@@ -101,7 +101,7 @@ from benchmark.registry import (
     recognising_importers,
 )
 from benchmark.seeding import seed_everything
-from benchmark.training.checkpoint import CheckpointError, load_checkpoint
+from benchmark.training.checkpoint import CheckpointError, check_config_hash
 from benchmark.training.loop import resolve_device
 from benchmark.views import SplitView, select_metrics, split_view
 
@@ -183,8 +183,9 @@ def _dims(split: SplitData) -> str:
     return f"query {split.dims.query}-d, video {split.dims.video}-d"
 
 
-def load_own(args: argparse.Namespace, path: Path) -> LoadedCheckpoint:
-    """A ``best.pt`` of this project, configured by the ``config.json`` beside it."""
+def load_own(args: argparse.Namespace, path: Path, payload: Mapping[str, Any]) -> LoadedCheckpoint:
+    """A ``best.pt`` of this project (``payload``, already read through the allow-list),
+    configured by the ``config.json`` beside it."""
     saved_file = path.parent / SAVED_CONFIG
     if not saved_file.is_file():
         raise CheckpointError(f"checkpoint {path}: no {SAVED_CONFIG} beside it; a checkpoint of "
@@ -201,7 +202,7 @@ def load_own(args: argparse.Namespace, path: Path) -> LoadedCheckpoint:
                           f"weights were trained with; only {', '.join(EVALUATION_FREE_KEYS)}, "
                           "eval.*, tracking.* and device may differ from its " + SAVED_CONFIG)
     hashed = with_overrides(cfg, {k: flatten(saved)[k] for k in EVALUATION_FREE_KEYS})
-    payload = load_checkpoint(path, config_hash=config_hash(hashed), map_location="cpu")
+    check_config_hash(payload, path, config_hash(hashed))
     method, split = _build(cfg, args.split)
     load_state_strict(method, payload["state_dict"],
                       f"checkpoint {path} ({cfg.method_name}, data {_dims(split)})")
@@ -252,7 +253,7 @@ def load_any(args: argparse.Namespace) -> LoadedCheckpoint:
     if args.reference or is_reference_payload(payload):
         return load_reference(args, path, payload)
     if "state_dict" in payload and "config_hash" in payload:
-        return load_own(args, path)
+        return load_own(args, path, payload)
     raise CheckpointError(f"checkpoint {path}: neither a checkpoint of this project (state_dict, "
                           f"config_hash) nor a reference one (model, model_cfg); top-level keys "
                           f"{sorted(map(str, payload))}")

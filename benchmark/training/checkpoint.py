@@ -48,6 +48,12 @@ def load_checkpoint(path: str | Path, *, config_hash: str, map_location: Any = "
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"checkpoint {path}: cannot read: {exc}") from exc
+    return check_config_hash(payload, path, config_hash)
+
+
+def check_config_hash(payload: Any, path: str | Path, config_hash: str) -> dict[str, Any]:
+    """``payload`` (a read checkpoint) when it was written for ``config_hash``; else
+    CheckpointError naming both hashes."""
     found = payload.get("config_hash") if isinstance(payload, dict) else None
     if found != config_hash:
         raise CheckpointError(f"checkpoint {path}: written for config hash {found!r}, "
