@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from benchmark.interface import MethodConfig
+from benchmark.interface import MethodConfig, ScheduleClock
 from benchmark.overrides import ConfigError, apply_overrides, to_jsonable
 from benchmark.overrides import flatten as _flatten
 from benchmark.registry import METHODS, get_method
@@ -65,6 +65,10 @@ class TrainConfig:
     batch_size: int = 128                 # ref: bsz 128 videos
     early_stop_patience: int = 10         # ref: max_es_cnt 10; stop when es_cnt > patience
     val_every: int = 1                    # validate every N epochs (ref: every epoch)
+    # how schedules (KD weight, α/β, hard-negative start, patience) read time: "epoch" = the
+    # reference's absolute epochs; "progress" = the run's step fraction × reference_epochs
+    schedule_clock: ScheduleClock = "epoch"
+    reference_epochs: int | None = None   # E_ref; None: the recipe's train.epochs (load_config)
     # PAPER-VS-CODE §3.5: the reference trains under detect_anomaly (slow, same numbers)
     detect_anomaly: bool = False
 
@@ -77,6 +81,8 @@ class TrainConfig:
             raise ConfigError("train.early_stop_patience must be >= 0")
         if self.val_every < 1:
             raise ConfigError("train.val_every must be >= 1")
+        if self.reference_epochs is not None and self.reference_epochs < 1:
+            raise ConfigError(f"train.reference_epochs must be >= 1, got {self.reference_epochs}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,6 +281,8 @@ def load_config(method_name: str, collection: str, *, data_root: str | Path | No
     if entry.delta:
         cfg = _apply(cfg, {f"method.{k}": v for k, v in entry.delta.items()},
                      f"variant {entry.name!r}")
+    if cfg.train.reference_epochs is None:    # E_ref: the recipe's epochs, before any budget
+        cfg = _apply(cfg, {"train.reference_epochs": cfg.train.epochs}, "the recipe")
     for path in config_files:
         layer = _check_identity(read_user_file(path), method_name, collection, str(path))
         cfg = _apply(cfg, layer, str(path))
@@ -323,9 +331,14 @@ def flatten(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def config_hash(cfg: ExperimentConfig) -> str:
     """sha256 of the settings that determine trained weights (method, data, train, optim, seed);
-    chunk sizes, tracking and device are excluded. Checkpoints carry it."""
+    chunk sizes, tracking and device are excluded, and so are the clock fields while the clock
+    is "epoch" (they change nothing then, and hashes of runs from before them stay valid).
+    Checkpoints carry it."""
     d = config_to_dict(cfg)
     keep = {k: d[k] for k in ("method_name", "method", "data", "train", "optim", "seed")}
+    if cfg.train.schedule_clock == "epoch":   # E_ref moves nothing on the epoch clock, and
+        keep["train"] = {k: v for k, v in keep["train"].items()   # hashes stay as before it
+                         if k not in ("schedule_clock", "reference_epochs")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 

@@ -7,7 +7,7 @@ method is private to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import ClassVar, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -39,20 +39,65 @@ class FeatureDims:
     num_clips: int = 32             # map_size
 
 
+#: How schedules read time (``train.schedule_clock``; docs/architecture.md §5.1):
+#: ``"epoch"`` — the reference's: t = the 0-based epoch, one value per epoch, so a schedule's
+#: curve is tied to absolute epochs whatever the run length; ``"progress"`` — t = p · E_ref,
+#: read per optimiser step, with p the fraction of the run's planned steps done (0 at the first
+#: step, 1 at the last) and E_ref the recipe's epoch count, so a run of any length traverses
+#: the whole reference curve.
+ScheduleClock = Literal["epoch", "progress"]
+SCHEDULE_CLOCKS: tuple[ScheduleClock, ...] = ("epoch", "progress")
+
+
 @dataclass(frozen=True)
 class Progress:
-    """Where training is; every schedule is a pure function of this."""
+    """Where training is; every schedule is a pure function of this, through :attr:`time`
+    and :attr:`span` (the clock lives here and nowhere else)."""
 
     epoch: int             # 0-based, as the reference schedules count
     num_epochs: int
     step: int              # optimiser steps already taken
     steps_per_epoch: int
+    clock: ScheduleClock = "epoch"
+    reference_epochs: int | None = None   # E_ref, the recipe's epochs; None: num_epochs
+
+    def __post_init__(self) -> None:
+        if self.clock not in SCHEDULE_CLOCKS:
+            raise ValueError(f"Progress.clock must be one of {SCHEDULE_CLOCKS}, got {self.clock!r}")
+        if self.reference_epochs is not None and self.reference_epochs < 1:
+            raise ValueError(f"Progress.reference_epochs must be >= 1, got {self.reference_epochs}")
 
     @property
     def fraction(self) -> float:
         """Progress through the whole run in [0, 1] at step granularity."""
         total = max(self.num_epochs * self.steps_per_epoch, 1)
         return min(self.step / total, 1.0)
+
+    @property
+    def span(self) -> int:
+        """The length, in schedule time, of the curve the run traverses: ``num_epochs`` on
+        the epoch clock, E_ref on the progress clock (``n`` of the run-relative kinds)."""
+        if self.clock == "epoch" or self.reference_epochs is None:
+            return self.num_epochs
+        return self.reference_epochs
+
+    @property
+    def time(self) -> float:
+        """Schedule time t in (reference) epochs: the 0-based epoch on the epoch clock; on the
+        progress clock t = p · E_ref with p = step / (planned steps − 1), so the first step
+        reads t = 0 and the last t = E_ref."""
+        if self.clock == "epoch":
+            return float(self.epoch)
+        last = self.num_epochs * self.steps_per_epoch - 1
+        p = 1.0 if last <= 0 else min(self.step / last, 1.0)
+        return p * self.span
+
+    def to_schedule_time(self, epochs: float) -> float:
+        """A duration of ``epochs`` run epochs in schedule time (early-stop patience reads
+        it): unchanged on the epoch clock, × E_ref / num_epochs on the progress clock."""
+        if self.clock == "epoch":
+            return epochs
+        return epochs * self.span / max(self.num_epochs, 1)
 
 
 @dataclass(frozen=True)

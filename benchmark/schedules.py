@@ -1,13 +1,17 @@
 """Training schedules as pure functions of :class:`~benchmark.interface.Progress`.
 
-A :class:`Schedule` is a frozen, typed description of one curve over the 0-based epoch ``e``
-(the reference code updates every schedule once per epoch); calling it with a ``Progress``
-returns a float and changes nothing. ``Schedule.kind`` names an entry of :data:`SCHEDULE_KINDS`,
-a table from kind to curve function; an unknown kind is an error listing the known ones. Which
-reference switch (DL-DKD's ``decay_way``, DL-DKD++'s ``--alpha_decay``) selects which kind is
-the method's business (``methods/dl_dkd.py``), not the core's.
+A :class:`Schedule` is a frozen, typed description of one curve over the schedule time ``e``
+in epochs; calling it with a ``Progress`` returns a float and changes nothing. Which time a
+Progress reports is its clock (``train.schedule_clock``): the 0-based epoch, as the reference
+code updates every schedule once per epoch ("epoch"), or the run's step fraction scaled to the
+recipe's E_ref epochs, per step ("progress"); see ``benchmark.interface.Progress``.
+``Schedule.kind`` names an entry of :data:`SCHEDULE_KINDS`, a table from kind to curve function;
+an unknown kind is an error listing the known ones. Which reference switch (DL-DKD's
+``decay_way``, DL-DKD++'s ``--alpha_decay``) selects which kind is the method's business
+(``methods/dl_dkd.py``), not the core's.
 
-Kinds (``x0`` = ``start``, ``k`` = ``base``, ``n`` = ``Progress.num_epochs``):
+Kinds (``x0`` = ``start``, ``k`` = ``base``, ``n`` = ``Progress.span``: the run's epochs on the
+epoch clock, E_ref on the progress clock):
 
 =====================  ===========================================================
 kind                   value at epoch e
@@ -71,7 +75,9 @@ class Schedule:
         return SCHEDULE_KINDS[self.kind](self, float(epoch), num_epochs)
 
     def __call__(self, progress: Progress) -> float:
-        return self.at_epoch(progress.epoch, progress.num_epochs)
+        """Value at the progress's schedule time (``Progress.time``, ``Progress.span``): the
+        clock is the Progress's business, never the schedule's."""
+        return self.at_epoch(progress.time, progress.span)
 
 
 def _linear(s: Schedule, e: float) -> float:

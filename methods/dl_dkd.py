@@ -380,7 +380,7 @@ class DLDKD(PRVRMethod):
         frames, frame_mask = batch.videos.frames, batch.videos.frame_mask
         device = frames.device
         # ref: both codes' train.py switch hard negatives on only when the start epoch is not -1
-        hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
+        hard = c.hard_negative_start_epoch != -1 and progress.time >= c.hard_negative_start_epoch
         kd_weight = c.kd_weight(progress) if c.kd_active else 0.0
         soft = c.label_style == "soft"
         alpha, beta = (c.alpha(progress), c.beta(progress)) if soft else (1.0, 1.0)

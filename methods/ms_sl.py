@@ -280,8 +280,9 @@ class MSSL(PRVRMethod):
         """L = w_ct L_trip^clip + 0.02 L_nce^clip + w_ft L_trip^frame + 0.04 L_nce^frame (§4.4).
         The logged ``loss_*`` terms are unweighted."""
         c = self.config
-        # ref: train.py train_epoch: -1 disables, else hard from that (0-based) epoch on
-        hard = c.hard_negative_start_epoch != -1 and progress.epoch >= c.hard_negative_start_epoch
+        # ref: train.py train_epoch: -1 disables, else hard from that (0-based) epoch on; the
+        # epoch is schedule time (Progress.time), so the progress clock starts it at 20 % of E_ref
+        hard = c.hard_negative_start_epoch != -1 and progress.time >= c.hard_negative_start_epoch
         y = batch.query_video
         s = self.training_scores(batch)
         margin, hard_pool = c.margin, c.hard_pool_size

@@ -136,6 +136,10 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
     num_epochs, batch_size = cfg.train.epochs, cfg.train.batch_size
     steps_per_epoch = count_steps(train, batch_size)            # the loader keeps the last batch
     optimizer = build_optimizer(method, cfg.optim, t_total=steps_per_epoch * num_epochs)
+    clock = cfg.train.schedule_clock
+    # early-stop patience is schedule time: reference epochs without improvement
+    run_clock = Progress(epoch=0, num_epochs=num_epochs, step=0, steps_per_epoch=steps_per_epoch,
+                         clock=clock, reference_epochs=cfg.train.reference_epochs)
 
     def evaluate(split: SplitData) -> EvalResult:
         return evaluate_method(method, split, query_chunk=cfg.eval.query_chunk,
@@ -166,7 +170,8 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
             for batch in train_batches(train, batch_size, generator, sort_by=method.batch_sort):
                 batch = batch.to(device)
                 progress = Progress(epoch=epoch, num_epochs=num_epochs, step=step,
-                                    steps_per_epoch=steps_per_epoch)
+                                    steps_per_epoch=steps_per_epoch, clock=clock,
+                                    reference_epochs=cfg.train.reference_epochs)
                 with anomaly():
                     out = _as_tensors(method.compute_loss(batch, progress), cfg.method_name)
                     _check_finite(out, epoch, step, cfg.method_name)
@@ -212,7 +217,8 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
             if validate:
                 for hook in hooks:
                     hook(EpochSummary(epoch, dict(metrics), best_sumr, best_epoch))
-            if es_cnt > cfg.train.early_stop_patience:   # ref: stop when es_cnt > max_es_cnt
+            # ref: stop when es_cnt > max_es_cnt; es_cnt counts validations without improvement
+            if run_clock.to_schedule_time(es_cnt) > cfg.train.early_stop_patience:
                 stopped_early = True
                 break
 
