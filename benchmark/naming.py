@@ -34,6 +34,7 @@ class Tag:
     STUDY = "study"                    # study name, on the parent run and on every trial run
     TRIAL = "trial"                    # trial number
     TRIAL_STATE = "trial_state"        # a TrialStateTag value
+    TRIAL_SEEDS = "trial_seeds"        # "0,1,2" on each run of a trial trained on several seeds
     KIND = "kind"                      # KIND_STUDY on a study's parent run
     STUDY_SPEC = "study_spec"          # registered study spec behind a study
     OPTUNA_STORAGE = "optuna_storage"  # redacted storage URL

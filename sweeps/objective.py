@@ -32,7 +32,7 @@ import optuna
 from benchmark import tracking
 from benchmark.config import flatten, load_config
 from benchmark.naming import Tag, TrialStateTag
-from sweeps.studies import StudySpec
+from sweeps.studies import StudySpec, StudySpecError
 
 if TYPE_CHECKING:
     from benchmark.training.loop import EpochSummary
@@ -45,7 +45,9 @@ ATTR_HOST = "host"
 ATTR_PID = "pid"
 ATTR_PID_START = "pid_start"
 ATTR_VARIANT = "variant"
-ATTR_SEED = "seed"
+ATTR_SEED = "seed"                # the first (or only) seed of the trial
+ATTR_SEEDS = "seeds"              # every seed of the trial, in training order
+ATTR_VALUES_BY_SEED = "values_by_seed"   # {seed: that seed's value}; the trial's value is their mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +65,8 @@ class TrialContext:
     seed: int
     epochs: int | None
     runs_dir: str
+    seeds: tuple[int, ...] = ()     # several seeds per trial (--seeds); () = one seed, trial_seeds
+    schedule_clock: str = "progress"
 
 
 def process_start_time(pid: int) -> str | None:
@@ -75,10 +79,13 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def trial_seed(ctx: TrialContext, number: int) -> int:
-    """Seed of trial ``number``: the study seed plus the trial number (each trial is an
-    independent draw), or the study seed alone when the spec compares configs on one seed."""
-    return ctx.seed + number if ctx.spec.seed_per_trial else ctx.seed
+def trial_seeds(ctx: TrialContext, number: int) -> tuple[int, ...]:
+    """Seeds of trial ``number``, in training order: the study's ``seeds`` when given (every
+    trial trains on each, so trials differ only in their knobs); else the study seed (the
+    default), or the study seed plus the trial number when the spec draws a seed per trial."""
+    if ctx.seeds:
+        return ctx.seeds
+    return (ctx.seed + number,) if ctx.spec.seed_per_trial else (ctx.seed,)
 
 
 class PruningHook:
@@ -86,8 +93,9 @@ class PruningHook:
     study's pruner says so. It only prunes: the best value so far is the loop's, and the hook
     keeps the last epoch summary (read when the run ends cut short)."""
 
-    def __init__(self, trial: optuna.Trial, key: str) -> None:
+    def __init__(self, trial: optuna.Trial, key: str, step_offset: int = 0) -> None:
         self.trial, self.key = trial, key
+        self.step_offset = step_offset    # seed k of a multi-seed trial reports at k × epochs + e
         self.last: EpochSummary | None = None
         self.epochs_seen = 0
 
@@ -98,7 +106,7 @@ class PruningHook:
         value = float(summary.metrics[self.key])
         self.last = summary
         self.epochs_seen += 1
-        self.trial.report(value, int(summary.epoch))
+        self.trial.report(value, self.step_offset + int(summary.epoch))
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {summary.epoch}: "
                                      f"{self.key}={value:.4g}")
@@ -146,6 +154,7 @@ def trial_overrides(ctx: TrialContext, values: Mapping[str, Any], seed: int) -> 
     out: dict[str, Any] = dict(ctx.spec.overrides)
     if ctx.epochs is not None:
         out["train.epochs"] = ctx.epochs
+    out["train.schedule_clock"] = ctx.schedule_clock
     out["seed"] = seed
     out["tracking.tracking_uri"] = ctx.tracking_uri
     out["tracking.runs_dir"] = ctx.runs_dir
@@ -155,26 +164,49 @@ def trial_overrides(ctx: TrialContext, values: Mapping[str, Any], seed: int) -> 
 
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
-    """The Optuna objective (see the module docstring for the outcomes)."""
-    from benchmark.experiment import identify, run_experiment
-
-    t_start = time.perf_counter()
+    """The Optuna objective (see the module docstring for the outcomes). With several seeds
+    the trial trains once per seed, each its own MLflow run, and its value is their mean; the
+    pruner sees seed k's epoch e at step k × epochs + e, the same step in every trial."""
     pid = os.getpid()
     trial.set_user_attr(ATTR_HOST, socket.gethostname())
     trial.set_user_attr(ATTR_PID, pid)
     trial.set_user_attr(ATTR_PID_START, process_start_time(pid))
 
     values = dict(ctx.spec.space(trial))
+    seeds = trial_seeds(ctx, trial.number)
+    if len(seeds) > 1 and "seed" in values:
+        raise StudySpecError(f"study {ctx.spec.name!r}: its space sets 'seed', which several "
+                             f"seeds per trial ({', '.join(map(str, seeds))}) would override")
+    trial.set_user_attr(ATTR_SEEDS, list(seeds))
+    by_seed: dict[str, float] = {}
+    for k, seed in enumerate(seeds):
+        by_seed[str(seed)] = _train_one_seed(trial, ctx, values, seed, k, seeds)
+        trial.set_user_attr(ATTR_VALUES_BY_SEED, dict(by_seed))
+    value = sum(by_seed.values()) / len(by_seed)
+    trial.set_user_attr(ATTR_OUTCOME, "complete")
+    return value
+
+
+def _train_one_seed(trial: optuna.Trial, ctx: TrialContext, values: Mapping[str, Any], seed: int,
+                    k: int, seeds: tuple[int, ...]) -> float:
+    """Train the trial's config on ``seed`` (its ``k``-th) in its own MLflow run; return the
+    selected epoch's validation SumR. Pruning and failures end the trial (they propagate)."""
+    from benchmark.experiment import identify, run_experiment
+
+    t_start = time.perf_counter()
     cfg = load_config(ctx.spec.method, ctx.collection, data_root=ctx.data_root,
-                      trial_overrides=trial_overrides(ctx, values, trial_seed(ctx, trial.number)))
+                      trial_overrides=trial_overrides(ctx, values, seed))
     identity = identify(cfg, ctx.synthetic, study=ctx.study_name, trial=trial.number)
     run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
-    trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+    if k == 0:
+        trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+        trial.set_user_attr(ATTR_VARIANT, identity.variant)
+        trial.set_user_attr(ATTR_SEED, identity.seed)
     run.log_params(flatten(cfg))
-    trial.set_user_attr(ATTR_VARIANT, identity.variant)
-    trial.set_user_attr(ATTR_SEED, identity.seed)
+    if len(seeds) > 1:
+        run.set_tags({Tag.TRIAL_SEEDS: ",".join(map(str, seeds))})
     timed = TimedTracker(run)
-    hook = PruningHook(trial, ctx.spec.objective)
+    hook = PruningHook(trial, ctx.spec.objective, step_offset=k * cfg.train.epochs)
     t_fit = time.perf_counter()
     setup_seconds = t_fit - t_start
 
@@ -203,7 +235,6 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
         _finish(run, status, TrialStateTag.FAIL, hook, timings(), reason)
         raise
     value = record.val["SumR"]        # the loop's selected epoch: the best validation SumR
-    trial.set_user_attr(ATTR_OUTCOME, "complete")
     _finish(run, "FINISHED", TrialStateTag.COMPLETE, hook, timings(), value=value)
     return value
 

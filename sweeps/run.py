@@ -14,6 +14,14 @@ from benchmark.errors import PRVRBenchError
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    return seeds
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sweeps.run",
                                 description=__doc__.splitlines()[0] if __doc__ else None)
@@ -31,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, then "
                         "sqlite:///<runs>/mlflow.db)")
-    p.add_argument("--seed", type=int, default=None, help="study seed (trial seed = seed + trial)")
+    p.add_argument("--seed", type=int, default=None, help="study seed (every trial trains on it)")
+    p.add_argument("--seeds", type=_seed_list, default=None, metavar="S1,S2,...",
+                   help="train every trial on each of these seeds; the trial's value is their mean")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs of every trial")
     p.add_argument("--runs-dir", default=None, help="run directory (default $PRVR_RUNS_DIR, then ./runs)")
     p.add_argument("--list", action="store_true", help="list the registered studies and exit")
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.run_study(spec, args.collection, data_root=args.data_root, n_trials=args.n_trials,
                          workers=args.workers, storage_url=args.storage,
                          tracking_uri=args.tracking_uri, seed=args.seed, epochs=args.epochs,
+                         seeds=args.seeds,
                          runs_dir=args.runs_dir, log=lambda m: print(m, flush=True))
     except runner.WorkersDiedError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -276,10 +276,51 @@ def _spec_json(spec: StudySpec, **extra: Any) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
 
+#: Study user attribute: what makes the study's trials comparable (clock, budget, seeds). A
+#: resumed study must ask for the same, or its trials would mix protocols.
+STUDY_ATTR_PROTOCOL = "protocol"
+#: The protocol of studies made before it was recorded: epoch clock, a seed per trial.
+LEGACY_PROTOCOL_CLOCK = "epoch"
+
+
+def study_protocol(spec: StudySpec, seed: int, seeds: tuple[int, ...],
+                   epochs: int | None) -> dict[str, str]:
+    """The settings every trial of one study must share, as strings (Optuna user attrs)."""
+    if seeds:
+        seed_rule = ",".join(map(str, seeds))
+    else:
+        seed_rule = f"{seed}+trial" if spec.seed_per_trial else str(seed)
+    return {"schedule_clock": spec.schedule_clock, "seeds": seed_rule,
+            "epochs": "preset" if epochs is None else str(epochs)}
+
+
+def check_protocol(study: optuna.Study, protocol: Mapping[str, str], has_trials: bool) -> None:
+    """Record the protocol on a new study; refuse to resume one made under another (a study
+    from before protocols were recorded counts as epoch clock, seed per trial)."""
+    recorded = study.user_attrs.get(STUDY_ATTR_PROTOCOL)
+    if recorded is None and not has_trials:
+        study.set_user_attr(STUDY_ATTR_PROTOCOL, dict(protocol))
+        return
+    if recorded is None:
+        if protocol["schedule_clock"] == LEGACY_PROTOCOL_CLOCK:
+            study.set_user_attr(STUDY_ATTR_PROTOCOL, dict(protocol))
+            return
+        recorded = {"schedule_clock": LEGACY_PROTOCOL_CLOCK, "seeds": "per trial (legacy)",
+                    "epochs": protocol["epochs"]}
+    diffs = [f"{k}: study {recorded.get(k)!r}, this command {v!r}" for k, v in protocol.items()
+             if recorded.get(k) != v]
+    if diffs:
+        raise SweepError(f"study '{study.study_name}' was run under another protocol ("
+                         f"{'; '.join(diffs)}); its trials would not be comparable with new ones. "
+                         "Resume it with the same settings, or start a new study (--storage "
+                         "elsewhere, or delete this one)")
+
+
 def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None = None,
               n_trials: int | None = None, workers: int | None = None,
               storage_url: str | None = None, tracking_uri: str | None = None,
               seed: int | None = None, epochs: int | None = None,
+              seeds: Sequence[int] | None = None,
               runs_dir: str | Path | None = None, log: Log = print,
               heartbeat_interval: int = st.HEARTBEAT_INTERVAL,
               grace_period: int = st.GRACE_PERIOD) -> SweepResult:
@@ -296,6 +337,10 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     tracking_uri = stores.mlflow_uri(tracking_uri, runs)
     seed = spec.seed if seed is None else seed
     epochs = epochs if epochs is not None else spec.epochs
+    seeds = tuple(spec.seeds if seeds is None else seeds)
+    if len(set(seeds)) != len(seeds):
+        raise SweepError(f"--seeds repeats a seed: {', '.join(map(str, seeds))}")
+    protocol = study_protocol(spec, seed, seeds, epochs)
     workers = spec.workers if workers is None else workers
     if workers < 0:
         raise SweepError("workers must be >= 0")
@@ -323,6 +368,7 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     study = st.create_or_load_study(storage, study_name, direction=spec.direction,
                                     pruner=spec.make_pruner())
     existing = study.get_trials(deepcopy=False)
+    check_protocol(study, protocol, bool(existing))
     fail_dead_local_trials(study, tracking_uri, log)
     if spec.grid is not None and not existing:
         grid = spec.grid()
@@ -348,6 +394,8 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
         study.set_user_attr("collection", collection)
         study.set_user_attr("spec", spec.name)
         parent.log_params({"study.n_trials": target, "study.seed": seed,
+                           "study.seeds": protocol["seeds"],
+                           "study.schedule_clock": spec.schedule_clock,
                            "study.epochs": epochs if epochs is not None else "preset",
                            "study.pruner": spec.pruner, "study.sampler": spec.sampler,
                            "study.objective": spec.objective, "study.direction": spec.direction})
@@ -361,7 +409,8 @@ def run_study(spec: StudySpec, collection: str, *, data_root: str | Path | None 
     ctx = obj.TrialContext(spec=spec, study_name=study_name, collection=collection,
                            data_root=str(root), synthetic=synthetic, tracking_uri=tracking_uri,
                            experiment=experiment, parent_run_id=parent.run_id, seed=seed,
-                           epochs=epochs, runs_dir=str(runs))
+                           epochs=epochs, runs_dir=str(runs), seeds=seeds,
+                           schedule_clock=spec.schedule_clock)
 
     # 5. workers
     exitcodes: list[int] = []

@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal, Mapping
 import optuna
 
 from benchmark.errors import PRVRBenchError
+from benchmark.interface import ScheduleClock
 from benchmark.registry import Registry
 from sweeps import spaces
 
@@ -37,8 +38,12 @@ class StudySpec:
     n_trials: int = 20
     workers: int = 1                          # default worker processes (0: in-process)
     epochs: int | None = None                 # train.epochs override (None: the preset's)
-    seed: int = 0                             # study seed: trial seed = seed + trial number
-    seed_per_trial: bool = True               # False: every trial uses the study seed
+    # how the trials' schedules read time (benchmark.interface.Progress): "progress" makes a
+    # short trial traverse the recipe's whole KD/α/β/hard-negative curves (docs/sweeps.md)
+    schedule_clock: ScheduleClock = "progress"
+    seed: int = 0                             # study seed: every trial trains on it
+    seeds: tuple[int, ...] = ()               # several seeds per trial (value: their mean)
+    seed_per_trial: bool = False              # True: trial seed = seed + trial number (draws)
     overrides: Mapping[str, Any] = field(default_factory=dict)   # fixed, before the space's
     objective: Objective = "val/SumR"
     direction: Literal["maximize", "minimize"] = "maximize"
@@ -58,6 +63,10 @@ class StudySpec:
             raise StudySpecError(f"study {self.name!r}: workers must be >= 0 (0: in-process)")
         if self.epochs is not None and self.epochs < 1:
             raise StudySpecError(f"study {self.name!r}: epochs must be >= 1")
+        if self.seeds and self.seed_per_trial:
+            raise StudySpecError(f"study {self.name!r}: seeds and seed_per_trial exclude each other")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise StudySpecError(f"study {self.name!r}: seeds repeat: {self.seeds}")
 
     def replace(self, **changes: Any) -> "StudySpec":
         return dataclasses.replace(self, **changes)
@@ -117,13 +126,17 @@ def comparison_grid() -> list[dict[str, Any]]:
 # trial after its 2nd epoch once 2 trials completed. A full 4-epoch trial costs ≈ 225 CPU-s
 # (measured: ≈ 10 s data loading, ≈ 50 s per epoch with validation, ≈ 15 s test), so the
 # study needs ≈ 1200-1800 worker-seconds: 10-15 minutes on 2 cores (docs/sweeps.md).
+# The progress clock makes each 4-epoch trial run DL-DKD++'s whole 120-epoch KD/α/β curves;
+# every trial trains on the study seed, so trials differ only in their knobs (docs/sweeps.md,
+# "Does a short budget predict the long recipe?").
 for _collection in ("tvr", "activitynet", "charades"):
     register_study(StudySpec(
         name=f"{_collection}-default",
         method="dl-dkd++",
         space=spaces.kd_decay_temperature,
         summary=f"main job on {_collection}: DL-DKD++ KD decay × soft-target temperature, "
-                "short budget with pruning",
+                "4-epoch trials on the progress clock (the recipe's whole schedules), one shared "
+                "seed (--seeds for several), pruning",
         n_trials=8, workers=2, epochs=4, pruner="median", pruner_warmup_epochs=1,
         pruner_startup_trials=2))
 
@@ -146,7 +159,7 @@ register_study(StudySpec(
     method="kdc-net",
     space=spaces.krd,
     summary="KDC-Net KRD window w (odd) × δ × λ (docs/methods.md §9.3.6)",
-    n_trials=40, workers=2, seed_per_trial=False, pruner="median", pruner_warmup_epochs=5,
+    n_trials=40, workers=2, pruner="median", pruner_warmup_epochs=5,
     pruner_startup_trials=5))
 
 register_study(StudySpec(
@@ -154,5 +167,6 @@ register_study(StudySpec(
     method="mean-pool",   # replaced per trial by the enqueued method_name
     space=spaces.method_comparison,
     summary="each method and its main variants at their defaults, over 3 seeds (grid)",
+    schedule_clock="epoch",   # the full recipes, on the reference's clock (parity)
     n_trials=len(spaces.COMPARISON_METHODS) * len(spaces.COMPARISON_SEEDS), workers=2,
     pruner="none", sampler="random", grid=comparison_grid))

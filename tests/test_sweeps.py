@@ -176,7 +176,7 @@ def test_three_trial_study_parent_and_nested_runs(tiny_root, stores_dir, optuna_
     assert len(children) == 3 and len(trials) == 3
     for trial, run in zip(trials, children):
         n = trial.number
-        seed = 5 + n                                                  # study seed + trial number
+        seed = 5                                                      # every trial: the study seed
         assert run["run_name"] == f"t{n:03d}-mean-pool-tvr-synthetic-s{seed}"
         assert run["status"] == "FINISHED"
         tags = run["tags"]
@@ -190,6 +190,9 @@ def test_three_trial_study_parent_and_nested_runs(tiny_root, stores_dir, optuna_
         # Optuna parameter names are the MLflow param names (dotted config paths)
         assert float(run["params"]["optim.lr"]) == pytest.approx(trial.params["optim.lr"])
         assert run["params"]["seed"] == str(seed) and run["params"]["train.epochs"] == "1"
+        # the clock, the budget and E_ref (the mean-pool recipe's 100 epochs) are params
+        assert run["params"]["train.schedule_clock"] == "progress"
+        assert run["params"]["train.reference_epochs"] == "100"
         assert trial.value == pytest.approx(run["metrics"]["val/SumR"])    # 1 epoch: best = last
         assert "test/SumR" in run["metrics"] and "time/tracking_seconds" in run["metrics"]
     assert result.best_trial == max(trials, key=lambda t: t.value).number
