@@ -119,7 +119,8 @@ def ranking_table(scores: dict[str, dict[str, float]], seconds: dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sweeps.budget_study", description="Kendall τ of short sweep budgets against a long one")
+    p = argparse.ArgumentParser(prog="python -m sweeps.budget_study",
+                                description="Kendall τ of short sweep budgets against a long one")
     p.add_argument("--short-epochs", type=int, default=4)
     p.add_argument("--long-epochs", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
