@@ -30,7 +30,7 @@ KS = (1, 5, 10, 100)                  # the R@k of MV_METRICS, SumR their sum
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 0
 CI_LEVEL = 0.95
-BOOTSTRAP_BLOCK = 100                 # resamples drawn at once: memory block × n × 5 floats
+BOOTSTRAP_BLOCK = 100                 # resamples drawn at once: memory block × n counts
 
 
 def parse_edges(text: str) -> tuple[float, ...]:
@@ -91,7 +91,7 @@ def bootstrap_ci(values: np.ndarray, seed: int | Sequence[int] = BOOTSTRAP_SEED,
 
     Resample b draws n rows with replacement, idx_b; mean*_b = values[idx_b].mean(0); the
     interval is the (1 - level)/2 and (1 + level)/2 quantiles of mean*_b. Resamples are drawn
-    ``block`` at a time (memory block × n × m), no loop over rows. NaN for n = 0.
+    ``block`` at a time (memory: block × n counts), no loop over rows. NaN for n = 0.
 
     Shapes: values (n, m); returns lo (m,), hi (m,).
     """
@@ -104,7 +104,10 @@ def bootstrap_ci(values: np.ndarray, seed: int | Sequence[int] = BOOTSTRAP_SEED,
     for start in range(0, n_boot, block):                      # loop over resample blocks
         k = min(block, n_boot - start)
         idx = rng.integers(0, n, size=(k, n))                  # (k, n)
-        means[start:start + k] = values[idx].mean(axis=1)      # (k, m)
+        # how often each row is drawn: one bincount over the block, then a product
+        counts = np.bincount((idx + n * np.arange(k)[:, None]).ravel(),
+                             minlength=k * n).reshape(k, n)    # (k, n)
+        means[start:start + k] = counts @ values / n           # (k, m)
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [tail, 1.0 - tail], axis=0)    # (m,) each
     return lo, hi
