@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from benchmark.interface import MethodConfig, ScheduleClock
+from benchmark.mv import DEFAULT_MV_EDGES
 from benchmark.overrides import ConfigError, apply_overrides, to_jsonable
 from benchmark.overrides import flatten as _flatten
 from benchmark.registry import METHODS, get_method
@@ -115,7 +116,7 @@ class EvalConfig:
 
     query_chunk: int = 2048
     video_chunk: int | None = 256         # None: score all videos of a query chunk at once
-    mv_edges: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    mv_edges: tuple[float, ...] = DEFAULT_MV_EDGES       # the one default (benchmark/mv.py)
 
     def __post_init__(self) -> None:
         if self.query_chunk < 1:

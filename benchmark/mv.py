@@ -15,7 +15,9 @@ import numpy as np
 
 from benchmark.errors import PRVRBenchError
 
-#: docs/architecture.md §4: five width-0.2 right-closed bins, (0, 0.2] ... (0.8, 1.0].
+#: docs/architecture.md §4: five width-0.2 right-closed bins, (0, 0.2] ... (0.8, 1.0]. The one
+#: default: ``EvalConfig.mv_edges`` (hence the run record and the ``test_mv/*`` MLflow metrics),
+#: the synthetic profiles' five bins, the README, and the report when runs recorded no edges.
 DEFAULT_MV_EDGES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 #: docs/datasets.md §1 precision rule.

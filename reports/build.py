@@ -26,6 +26,13 @@ import pandas as pd
 from benchmark import stores, tracking
 from reports import mv as mvmod
 from reports import plots, published, sensitivity, tables
+from reports.budget import (
+    BUDGET_COLUMNS,
+    BUDGET_PARAMS,
+    MixedBudgetError,
+    budget_sentence,
+    single_budget,
+)
 from reports.collect import Collected, Selection, collect, numbers_if_all_numbers
 from reports.stats import add_row_keys, column, columns, summarise
 
@@ -55,9 +62,19 @@ def _synthetic_tag(synthetic: bool) -> str:
     return " (synthetic data)" if synthetic else ""
 
 
+def _mv_caption(sub: pd.DataFrame, synth: bool, has_kdc: bool) -> str:
+    return ("Test-set R@k (%) and SumR per M/V bin, mean over seeds, with a 95 % bootstrap "
+            f"interval over the bin's queries ({mvmod.N_BOOTSTRAP:,} resamples, seed "
+            f"{mvmod.BOOTSTRAP_SEED}; a query's seeds resampled together); n = queries in the "
+            "bin. " + budget_sentence(sub)) \
+        + (f" {tables.KDC_LABEL}: {tables.KDC_NOTE}." if has_kdc else "") \
+        + (f" {tables.SYNTHETIC_NOTE}" if synth else "")
+
+
 def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
-                edges: Sequence[float], files: list[Path], index: list[str], notes: list[str],
-                row_order: Sequence[str] = ()) -> None:
+                asked_edges: Sequence[float] | None, files: list[Path], index: list[str],
+                notes: list[str], row_order: Sequence[str] = ()) -> None:
+    edges, source = mvmod.report_edges(frame, asked_edges)
     mvf, mv_notes = mvmod.mv_frame(collected, edges)
     notes += mv_notes
     if mvf.empty:
@@ -68,26 +85,25 @@ def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
     files.append(out / "tables" / "mv.csv")
     index += ["## R@k by moment-to-video ratio", "",
               f"Edges {', '.join(f'{e:g}' for e in edges)} (right-closed bins; "
-              "docs/methods.md §11), recomputed from the stored per-query ranks. "
+              f"docs/methods.md §11): {source}; recomputed from the stored per-query ranks. "
               "[all bins (CSV)](tables/mv.csv)", ""]
     for c in sorted(mvf["collection"].unique()):
+        in_c = frame.loc[frame["collection"] == c]
         synth = bool(mvf.loc[mvf["collection"] == c, "synthetic"].any())
         has_kdc = bool((mvf.loc[mvf["collection"] == c, "method"] == "kdc-net").any())
+        kdc_line = f"\n{tables.KDC_LABEL}: {tables.KDC_NOTE}" if has_kdc else ""
         title = f"R@k by M/V bin: {tables.collection_name(c, synth)}"
-        caption = ("Test-set R@k (%) and SumR per M/V bin, mean over seeds; n = queries in the "
-                   "bin.") + (f" {tables.KDC_LABEL}: {tables.KDC_NOTE}." if has_kdc else "") \
-            + (f" {tables.SYNTHETIC_NOTE}" if synth else "")
+        caption = _mv_caption(in_c, synth, has_kdc)
         md = out / "tables" / f"mv_{c}.md"
         md.write_text(mvmod.mv_markdown(mvf, c, title, caption, tables.display_name))
-        figs = plots.mv_figure(mvf, c, out / "figures" / f"mv_{c}", title
-                               + (f"\n{tables.KDC_LABEL}: {tables.KDC_NOTE}" if has_kdc else ""),
+        figs = plots.mv_figure(mvf, c, out / "figures" / f"mv_{c}", title + kdc_line,
                                tables.display_name, row_order=row_order)
         files += [md, *figs]
         index += [f"### {title}", "", f"[table](tables/mv_{c}.md) · "
                   f"[PDF]({_rel(figs[1], out)})", "", f"![{title}]({_rel(figs[0], out)})", "",
                   f"*{caption}*", ""]
         # equal-count bins (methods.md §11 (a)) from this collection's M/V values
-        run = frame.loc[frame["collection"] == c, "run_id"]
+        run = in_c["run_id"]
         mv_values = next((collected.ranks[r].mv for r in run if collected.ranks[r].mv is not None), None)
         if mv_values is not None:
             try:
@@ -99,12 +115,12 @@ def _mv_section(collected: Collected, frame: pd.DataFrame, out: Path,
                             tracking_uri=collected.tracking_uri)
             qf, _ = mvmod.mv_frame(sub, q_edges)
             qtitle = f"R@k by M/V quintile: {tables.collection_name(c, synth)}"
-            qfigs = plots.mv_figure(qf, c, out / "figures" / f"mv_quintiles_{c}", qtitle
-                                    + (f"\n{tables.KDC_LABEL}: {tables.KDC_NOTE}" if has_kdc else ""),
+            qfigs = plots.mv_figure(qf, c, out / "figures" / f"mv_quintiles_{c}", qtitle + kdc_line,
                                     tables.display_name, row_order=row_order)
             files += qfigs
             index += [f"Equal-count bins (edges {', '.join(f'{e:.3g}' for e in q_edges)}): "
-                      f"[PDF]({_rel(qfigs[1], out)})", "", f"![{qtitle}]({_rel(qfigs[0], out)})", ""]
+                      f"[PDF]({_rel(qfigs[1], out)})", "", f"![{qtitle}]({_rel(qfigs[0], out)})", "",
+                      f"*{caption}*", ""]
 
 
 def _open_study(collected: Collected, storage: str | None):
@@ -133,13 +149,29 @@ def with_trial_params(frame: pd.DataFrame, params: dict[str, dict]) -> pd.DataFr
     return out
 
 
+SWEEP_CAPTION = (
+    "Each point is one configuration (a trial): validation SumR (the sweep objective) at its "
+    "selected epoch. Where a configuration ran several seeds, the point is their mean, the bar "
+    "its 95 % Student-t interval and grey dots its seeds; a single run has no bar. Points "
+    "differ in the other knobs too (colour, or named under the title), so they are never "
+    "joined by a line. Log-scaled knobs (Optuna distribution log=True) get a log axis and log "
+    "bins. Heatmap cells: mean over the runs in the cell (other knobs vary inside it), n = "
+    "runs; hatched cells hold no run.")
+
+
 def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened: tuple,
                    files: list[Path], index: list[str], notes: list[str]) -> None:
     study, url, study_error = opened
     synth = collected.synthetic
+    knobs = [c for c in frame.columns if c.startswith("param.")]
+    budget, refusal = _sweep_budget(frame, knobs)
+    if refusal is not None:
+        notes.append(refusal)
     if collected.parent is not None and collected.study:
         index += [f"## Sweep: {collected.study}{_synthetic_tag(synth)}", ""]
-        if study is None:
+        if refusal is not None:
+            index += [f"**{refusal}**", ""]
+        elif study is None:
             index += [f"Optuna study not available: {study_error}", ""]
             notes.append(str(study_error))
         else:
@@ -147,17 +179,22 @@ def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened:
             md = out / "tables" / "sweep.md"
             md.write_text(sensitivity.to_markdown(
                 rep, f"Best trials: {collected.study}{_synthetic_tag(synth)}",
-                f"Optuna storage {stores.redact(url)}; value = best validation SumR of the trial."
-                + (f" {tables.SYNTHETIC_NOTE}" if synth else "")))
+                f"Optuna storage {stores.redact(url)}; value = best validation SumR of the trial. "
+                f"{budget}" + (f" {tables.SYNTHETIC_NOTE}" if synth else "")))
             files.append(md)
             index += ["[best trials and parameter importances](tables/sweep.md)", ""]
             if rep.importance_message:
                 index += [rep.importance_message, ""]
-    knobs = [c for c in frame.columns if c.startswith("param.")]
     if not knobs:
         return
     if collected.parent is None:
         index += [f"## Swept knobs{_synthetic_tag(synth)}", ""]
+        if refusal is not None:
+            index += [f"**{refusal}**", ""]
+    if budget is None:
+        return
+    log_knobs = frozenset(f"param.{k}" for k in sensitivity.log_scaled_params(study)) \
+        if study is not None else frozenset()
     title_sfx = " (synthetic)" if synth else ""
     drawn: list[Path] = []
     for a, b in HEATMAP_PAIRS:
@@ -165,24 +202,37 @@ def _sweep_section(collected: Collected, frame: pd.DataFrame, out: Path, opened:
         if pa in frame and pb in frame and len(columns(frame, [pa, pb]).dropna()) >= 2:
             name = f"heatmap_{a.split('.')[-1]}_{b.split('.')[-1]}"
             drawn += plots.sensitivity_heatmap(frame, pa, pb, out / "figures" / name,
-                                               f"Validation SumR: {a[7:]} × {b[7:]}{title_sfx}")
+                                               f"Validation SumR: {a[7:]} × {b[7:]}{title_sfx}",
+                                               log_knobs=log_knobs)
     order = sorted(knobs, key=lambda k: (k[len("param."):] not in CURVE_FIRST, k))
     for k in order[:MAX_CURVES]:
         if column(frame, k).nunique(dropna=True) < 2:
             continue
         name = "curve_" + k[len("param."):].replace(".", "_")
         knob = k[len("param.method."):] if k.startswith("param.method.") else k[6:]
-        drawn += plots.sensitivity_curve(frame, k, out / "figures" / name,
-                                         f"Sensitivity: {knob}{title_sfx}")
+        drawn += plots.sensitivity_points(frame, k, out / "figures" / name,
+                                          f"Sensitivity: {knob}{title_sfx}",
+                                          log=k in log_knobs, log_knobs=log_knobs)
     files += drawn
-    caption = ("Each point: validation SumR (the sweep objective) of one run at its selected "
-               "epoch; bars: mean ± std over runs at that value; n = runs.")
+    caption = f"{SWEEP_CAPTION} {budget}"
     if synth:
         caption += f" {tables.SYNTHETIC_NOTE}"
     for png in drawn[::2]:
         index += [f"![{png.stem}]({_rel(png, out)}) ([PDF]({_rel(png.with_suffix('.pdf'), out)}))", ""]
     if drawn:
         index += [f"*{caption}*", ""]
+
+
+def _sweep_budget(frame: pd.DataFrame, knobs: Sequence[str]) -> tuple[str | None, str | None]:
+    """(budget sentence of the sweep's table and figures, None), or (None, the refusal) when
+    its runs ran different budgets: trials would then differ in more than their knobs (a
+    budget field that is itself a swept knob may vary)."""
+    swept = tuple(c for c, p in zip(BUDGET_COLUMNS, BUDGET_PARAMS) if f"param.{p}" in knobs)
+    try:
+        single_budget(frame, "Sweep table and figures", allowed=swept)
+    except MixedBudgetError as exc:
+        return None, str(exc)
+    return budget_sentence(frame), None
 
 
 def _published_section(collected: Collected, frame: pd.DataFrame, out: Path,
@@ -209,10 +259,9 @@ def _published_section(collected: Collected, frame: pd.DataFrame, out: Path,
 def build_report(sel: Selection, out: str | Path | None = None, *,
                  mv_edges: Sequence[float] | None = None, storage: str | None = None,
                  log_to_mlflow: bool = True) -> ReportResult:
-    """Write the report folder for ``sel`` (layout in the module docstring)."""
+    """Write the report folder for ``sel`` (layout in the module docstring); ``mv_edges`` None:
+    the M/V edges the runs recorded (``reports.mv.report_edges``)."""
     out = Path(out) if out is not None else stores.runs_dir() / "report"
-    edges = mvmod.parse_edges(",".join(map(str, mv_edges))) if mv_edges is not None \
-        else mvmod.DEFAULT_REPORT_EDGES
     with tempfile.TemporaryDirectory(prefix="prvr-report-") as cache:
         collected = collect(sel, cache)
     study, study_url, study_error = _open_study(collected, storage)
@@ -251,7 +300,7 @@ def build_report(sel: Selection, out: str | Path | None = None, *,
               "[LaTeX (booktabs)](tables/ablation.tex) · [paired tests (CSV)](tables/tests.csv)",
               "", tables.to_markdown(table).split("\n", 2)[2], ""]
 
-    _mv_section(collected, frame, out, edges, files, index, notes, [r.row for r in table.rows])
+    _mv_section(collected, frame, out, mv_edges, files, index, notes, [r.row for r in table.rows])
     _sweep_section(collected, frame, out, (study, study_url, study_error), files, index, notes)
     _published_section(collected, frame, out, files, index)
     if notes:

@@ -33,8 +33,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], metavar="K=V",
                    help="keep runs whose tag K equals V (repeatable)")
     p.add_argument("--out", default=None, help="report folder (default runs/report)")
-    p.add_argument("--mv-edges", default="0,0.1,0.2,0.4,0.6,1",
-                   help="M/V bin edges, comma-separated (right-closed bins)")
+    p.add_argument("--mv-edges", default=None,
+                   help="M/V bin edges, comma-separated (right-closed bins); default: the edges "
+                        "the runs recorded (eval.mv_edges), else benchmark.mv.DEFAULT_MV_EDGES")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL for sweep reports (default $PRVR_OPTUNA_STORAGE, "
                         "then the parent run's optuna_storage tag, then sqlite:///runs/optuna.db)")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                         experiments=tuple(args.experiment), study=args.study,
                         methods=tuple(args.method), collections=tuple(args.collection),
                         tags=parse_tags(args.tag))
-        edges = parse_edges(args.mv_edges)
+        edges = parse_edges(args.mv_edges) if args.mv_edges is not None else None
         result = build_report(sel, args.out, mv_edges=edges, storage=args.storage,
                               log_to_mlflow=not args.no_log)
     except PRVRBenchError as exc:   # bad input or store; a bug keeps its traceback

@@ -23,7 +23,10 @@ Frame columns: run_id, run_name, experiment_id, status, start_time, method, vari
 collection, synthetic (bool), seed (int), reconstruction (bool), study, trial (float, NaN
 outside sweeps), trial_state, ``val/<m>`` and ``test/<m>`` for m in R1 R5 R10 R100 SumR
 (``test/`` also MedR MeanR mAP n_queries), and ``param.<key>`` for every MLflow param whose
-value differs across the selected runs (seed and store paths left out).
+value differs across the selected runs (seed, store paths, ``eval.*`` and the budget params
+left out), ``schedule_clock``, ``epochs``, ``reference_epochs`` and their label ``budget``
+(reports/budget.py), and
+``mv_edges`` (the edges of the run's recorded M/V metrics, or None).
 """
 from __future__ import annotations
 
@@ -39,15 +42,19 @@ import pandas as pd
 from benchmark import stores, tracking
 from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalInputError, EvalResult
+from benchmark.mv import MVEdgesError, validate_edges
 from benchmark.naming import KIND_STUDY, Tag, TrialStateTag, is_set
+from reports.budget import BUDGET_PARAMS, budget_columns, budget_of
 
 TEST_RANKS = "ranks_test.npz"
 VAL_RANKS = "ranks_val.npz"
 TABLE_METRICS = ("R1", "R5", "R10", "R100", "SumR")
 TEST_EXTRA = ("MedR", "MeanR", "mAP", "n_queries")
 KEPT_TRIAL_STATES = (TrialStateTag.COMPLETE, "")          # "" = not a sweep trial
-# params that identify stores, paths or the seed, never a knob of a comparison
-_NON_KNOB_PREFIXES = ("tracking.", "data.data_root", "seed", "device")
+# params that identify stores, paths or the seed, never a knob of a comparison; the evaluator's
+# settings (chunk sizes, M/V edges) change no rank; the budget has its own columns
+_NON_KNOB_PREFIXES = ("tracking.", "data.data_root", "seed", "device", "eval.") + BUDGET_PARAMS
+MV_EDGES_PARAM = "eval.mv_edges"
 
 
 class ReportError(PRVRBenchError, ValueError):
@@ -280,6 +287,8 @@ def build_frame(runs: Sequence[Mapping[str, Any]], test: Mapping[str, EvalResult
         tm = test[rid].metrics()
         row.update({f"test/{m}": float(tm[m]) for m in TABLE_METRICS + TEST_EXTRA})
         row["test_synthetic"] = bool(test[rid].synthetic)
+        row.update(budget_columns(budget_of(run["params"], f"{run['run_name']} ({rid})")))
+        row["mv_edges"] = recorded_mv_edges(run["params"], f"{run['run_name']} ({rid})")
         rows.append(row)
     frame = pd.DataFrame(rows)
     # knobs that vary across the selection, as parsed numbers where they are numbers
@@ -292,6 +301,19 @@ def build_frame(runs: Sequence[Mapping[str, Any]], test: Mapping[str, EvalResult
             frame[f"param.{col}"] = numbers_if_all_numbers(cast(pd.Series, params[col]))
     frame["synthetic"] = frame["synthetic"] | frame["test_synthetic"]
     return frame.drop(columns="test_synthetic")
+
+
+def recorded_mv_edges(params: Mapping[str, Any], run: str) -> tuple[float, ...] | None:
+    """The M/V edges a run's record and metrics used (MLflow param ``eval.mv_edges``, logged
+    as ``[0.0, 0.2, ...]``), or None when the run did not log it."""
+    text = params.get(MV_EDGES_PARAM)
+    if text is None:
+        return None
+    try:
+        return validate_edges([float(x) for x in str(text).strip("[]()").split(",") if x.strip()])
+    except (ValueError, MVEdgesError) as exc:
+        raise ReportError(f"run {run}: MLflow param {MV_EDGES_PARAM!r} = {text!r} is not a "
+                          f"list of M/V edges ({exc})") from None
 
 
 def numbers_if_all_numbers(values: pd.Series) -> pd.Series:

@@ -112,6 +112,18 @@ def trial_params(study: optuna.Study) -> dict[str, dict[str, Any]]:
     return out
 
 
+def log_scaled_params(study: optuna.Study) -> frozenset[str]:
+    """Names of the study's parameters whose distribution is log-scaled (``log=True``) in
+    any trial: the search space's own statement of how a knob should be read."""
+    out = set()
+    for t in study.get_trials(deepcopy=False):
+        for name, dist in t.distributions.items():
+            if isinstance(dist, (optuna.distributions.FloatDistribution,
+                                 optuna.distributions.IntDistribution)) and dist.log:
+                out.add(name)
+    return frozenset(out)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "–"

@@ -4,17 +4,18 @@
   columns of the frame) that differ between its runs; its runs are the seeds of that
   configuration. Mean and sample standard deviation (ddof = 1; none for one seed) over seeds.
 * **Paired test** of a row A against its base row B on the reciprocal ranks rr = 1 / rank of
-  the test queries (per-query AP with one relevant video, so the test compares mAP):
-
-  - *paired by seed* when A and B ran the same seeds: pairs (seed s, query q),
-    d_{s,q} = rr^A_{s,q} - rr^B_{s,q};
-  - *pooled by query* otherwise: d_q = mean_s rr^A_{s,q} - mean_s rr^B_{s,q}.
+  the test queries (per-query AP with one relevant video, so the test compares mAP). It is
+  run only when the comparison is paired: A and B ran the same seeds (one run per seed) and
+  every run ranks the same queries in the same order. The pairs are (seed s, query q),
+  d_{s,q} = rr^A_{s,q} - rr^B_{s,q}. Anything else (different seeds, as in a sweep whose
+  trial seed follows the trial number; different query sets) raises ``PairingError``: it gets
+  no p-value and no marker, and the table's caption says why.
 
   Test: scipy's Wilcoxon signed-rank test (two-sided; zero differences dropped, normal
   approximation with tie correction when ties occur) when at least ``MIN_WILCOXON`` pairs
   differ; otherwise a paired bootstrap over the pairs (two-sided, the bootstrap distribution of
   the mean difference shifted to mean zero). All differences zero (identical rankings): p = 1,
-  no test needed. Both runs must rank the same queries in the same order.
+  no test needed.
 """
 from __future__ import annotations
 
@@ -43,7 +44,11 @@ TEST_NAMES = {
 
 
 class PairingError(PRVRBenchError, ValueError):
-    """Two rows cannot be paired: their runs rank different query sets."""
+    """Two rows cannot be compared pairwise: different seeds, or different query sets."""
+
+
+class SeedMismatchError(PairingError):
+    """The two rows ran different seeds (or one seed twice), so no (seed, query) pairs exist."""
 
 
 # ------------------------------------------------------------------------- frame access
@@ -84,7 +89,8 @@ def add_row_keys(frame: pd.DataFrame) -> pd.DataFrame:
     """Copy of ``frame`` with ``row`` (configuration label) and ``row_params`` (dict) columns.
 
     The label is the variant, plus ``[k=v, ...]`` of the knobs that vary within that variant's
-    runs (a sweep's trials), plus the trial number when a row is one sweep trial.
+    runs (a sweep's trials), plus the budget (reports/budget.py) when that varies too: runs of
+    different budgets are never one configuration.
     """
     frame = frame.copy()
     pcols = [c for c in frame.columns if c.startswith("param.")]
@@ -94,15 +100,16 @@ def add_row_keys(frame: pd.DataFrame) -> pd.DataFrame:
         _, variant = cast(tuple[str, str], key)
         sub = frame.loc[idx]
         varying = [c for c in pcols if sub[c].astype(str).nunique(dropna=False) > 1]
+        budget_varies = "budget" in sub and sub["budget"].nunique() > 1
         for i in idx:
             values = {c[len("param."):]: frame.at[i, c] for c in varying
                       if not (isinstance(frame.at[i, c], float) and math.isnan(frame.at[i, c]))}
             params.at[i] = values
-            if values:
-                body = ", ".join(f"{short_param(k)}={_fmt_value(v)}" for k, v in sorted(values.items()))
-                labels.at[i] = f"{variant} [{body}]"
-            else:
-                labels.at[i] = variant
+            parts = [", ".join(f"{short_param(k)}={_fmt_value(v)}" for k, v in sorted(values.items()))]
+            if budget_varies:
+                parts.append(str(frame.at[i, "budget"]))
+            body = "; ".join(p for p in parts if p)
+            labels.at[i] = f"{variant} [{body}]" if body else variant
     frame["row"] = labels
     frame["row_params"] = params
     return frame
@@ -122,6 +129,16 @@ def seed_stats(values: Sequence[float] | np.ndarray) -> SeedStats:
     if n == 0:
         return SeedStats(math.nan, math.nan, 0)
     return SeedStats(float(arr.mean()), float(arr.std(ddof=1)) if n > 1 else math.nan, n)
+
+
+def seed_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> float:
+    """Half-width of the Student-t interval of the mean over seeds,
+    t_{(1+level)/2, n-1} · s / sqrt(n) (s the sample std); NaN for fewer than two seeds."""
+    arr = np.asarray(values, dtype=np.float64)
+    n = int(arr.size)
+    if n < 2:
+        return math.nan
+    return float(sps.t.ppf((1.0 + level) / 2.0, n - 1) * arr.std(ddof=1) / math.sqrt(n))
 
 
 def summarise(frame: pd.DataFrame, metrics: Sequence[str], prefix: str = "test/") -> pd.DataFrame:
@@ -170,7 +187,7 @@ class PairedTest:
     """Outcome of one paired comparison (A vs base B)."""
 
     test: str            # "wilcoxon" | "bootstrap" | "identical"
-    pairing: str         # "seed" | "query"
+    pairing: str         # "seed": the pairs are (seed, query)
     p_value: float
     n_pairs: int
     mean_diff: float     # mean of rr^A - rr^B (positive: A ranks its videos higher)
@@ -241,32 +258,46 @@ def _rr_matrix(runs: Sequence[EvalResult], ids: np.ndarray) -> np.ndarray:
     return np.stack([1.0 / r.rank.astype(np.float64) for r in runs])    # (S, Nq)
 
 
+def _seed_list(side: Sequence[tuple[int, EvalResult]]) -> list[int]:
+    return sorted(s for s, _ in side)
+
+
 def paired_test(a: Sequence[tuple[int, EvalResult]],
                 b: Sequence[tuple[int, EvalResult]]) -> PairedTest:
-    """Row A (``[(seed, ranks), ...]``) against base row B; pairing rule in the docstring."""
+    """Row A (``[(seed, ranks), ...]``) against base row B, paired by (seed, query).
+
+    Raises ``SeedMismatchError`` unless both rows ran the same seeds, each once, and
+    ``PairingError`` when their runs rank different queries (module docstring)."""
     if not a or not b:
         raise PairingError("a paired test needs at least one run on each side")
+    seeds_a, seeds_b = _seed_list(a), _seed_list(b)
+    if seeds_a != seeds_b or len(set(seeds_a)) != len(seeds_a):
+        raise SeedMismatchError(f"seeds {_seed_text(seeds_a)} vs {_seed_text(seeds_b)}")
     ids = a[0][1].query_ids
-    seeds_a = sorted(s for s, _ in a)
-    seeds_b = sorted(s for s, _ in b)
-    if seeds_a == seeds_b and len(set(seeds_a)) == len(seeds_a):
-        ra = _rr_matrix([r for _, r in sorted(a, key=lambda x: x[0])], ids)   # (S, Nq)
-        rb = _rr_matrix([r for _, r in sorted(b, key=lambda x: x[0])], ids)   # (S, Nq)
-        return compare_differences((ra - rb).reshape(-1), "seed")
-    ra = _rr_matrix([r for _, r in a], ids).mean(axis=0)                      # (Nq,)
-    rb = _rr_matrix([r for _, r in b], ids).mean(axis=0)                      # (Nq,)
-    return compare_differences(ra - rb, "query")
+    ra = _rr_matrix([r for _, r in sorted(a, key=lambda x: x[0])], ids)   # (S, Nq)
+    rb = _rr_matrix([r for _, r in sorted(b, key=lambda x: x[0])], ids)   # (S, Nq)
+    return compare_differences((ra - rb).reshape(-1), "seed")
 
 
-def describe_tests(tests: Sequence[PairedTest]) -> str:
-    """Caption sentence naming every test and pairing used."""
+def _seed_text(seeds: Sequence[int]) -> str:
+    return "{" + ", ".join(map(str, seeds)) + "}"
+
+
+def describe_tests(tests: Sequence[PairedTest], unpaired: Sequence[tuple[str, str, str]] = ()) -> str:
+    """Caption sentences naming every test used, and why ``unpaired`` rows (row, base, reason)
+    carry no marker."""
     used = sorted({t.test for t in tests})
-    if not used:
+    parts = []
+    if used:
+        parts.append(f"Significance vs the base row: {'; '.join(TEST_NAMES[u] for u in used)}; "
+                     f"pairs (seed, query), both rows having run the same seeds; "
+                     f"* p < {ALPHA}, ** p < {ALPHA_STRONG}.")
+    if unpaired:
+        shown = "; ".join(f"{row} vs {base}: {why}" for row, base, why in unpaired[:4])
+        more = f"; and {len(unpaired) - 4} more" if len(unpaired) > 4 else ""
+        parts.append(f"No significance marker on {len(unpaired)} row(s) whose comparison with "
+                     f"the base row is not paired ({shown}{more}): a test needs the same seeds "
+                     "and the same queries on both sides.")
+    if not parts:
         return "No row has a base row to test against."
-    pairings = sorted({t.pairing for t in tests if t.test != "identical"})
-    pair_txt = {"seed": "pairs (seed, query) when both rows ran the same seeds",
-                "query": "per-query reciprocal ranks averaged over seeds when the seeds differ"}
-    parts = "; ".join(TEST_NAMES[u] for u in used)
-    how = (" Pairing: " + "; ".join(pair_txt[p] for p in pairings) + ".") if pairings else ""
-    return (f"Significance vs the base row: {parts}; * p < {ALPHA}, ** p < {ALPHA_STRONG}."
-            + how)
+    return " ".join(parts)

@@ -4,7 +4,9 @@ Per collection the columns are R@1, R@5, R@10, R@100, SumR (mean ± std over see
 ddof = 1) and n (seed count). Inside each group of one base method the base row comes first;
 every other row shows, after its mean, the difference to the base row's mean ``(+1.2)``, and
 its SumR cell carries the marker of the paired test of ``reports/stats.py`` against the base
-row. The best mean of each column is bold. Outputs: Markdown, LaTeX (booktabs) and a rich table.
+row, only when that comparison is paired (same seeds, same queries); an unpaired row gets no
+marker, and the caption says which rows and why. The best mean of each column is bold.
+Outputs: Markdown, LaTeX (booktabs) and a rich table.
 
 Base row of a group: the row of the base method itself (``variant == method``); when several
 configurations of it exist (the trials of a sweep), the one with the best mean validation
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from reports.budget import budget_sentence
 from reports.collect import TABLE_METRICS, Collected
 from reports.stats import (
     PairedTest,
@@ -144,6 +147,7 @@ def build_ablation(collected: Collected, metrics: Sequence[str] = TABLE_METRICS)
     bases, notes = _base_rows(summary)
     warnings: list[str] = []
     test_rows: list[dict[str, Any]] = []
+    unpaired: list[tuple[str, str, str]] = []
     rows: list[TableRow] = []
     by_key = {(r.collection, r.row): r for r in summary_lines(summary)}
     runs = {(c, row): [(int(s), collected.ranks[rid]) for s, rid in zip(sub["seed"], sub["run_id"])]
@@ -167,13 +171,16 @@ def build_ablation(collected: Collected, metrics: Sequence[str] = TABLE_METRICS)
             if base != row:
                 try:
                     t = paired_test(runs[(c, row)], runs[(c, base)])
-                except PairingError as exc:
-                    warnings.append(f"{collection_name(c)}: {row} vs {base}: {exc}")
+                except PairingError as exc:     # different seeds or queries: no test, no marker
+                    unpaired.append((display_name(row, method), display_name(base, method), str(exc)))
+                    test_rows.append({"collection": c, "row": row, "base": base, "test": "none",
+                                      "pairing": "unpaired", "reason": str(exc)})
                     continue
                 tr.tests[c] = t
                 test_rows.append({"collection": c, "row": row, "base": base, "test": t.test,
                                   "pairing": t.pairing, "p_value": t.p_value, "n_pairs": t.n_pairs,
-                                  "mean_rr_diff": t.mean_diff, "significant": t.significant})
+                                  "mean_rr_diff": t.mean_diff, "significant": t.significant,
+                                  "reason": ""})
         rows.append(tr)
     # best per column (highest mean; every metric here is higher-is-better)
     for c in collections:
@@ -192,15 +199,16 @@ def build_ablation(collected: Collected, metrics: Sequence[str] = TABLE_METRICS)
             shown = "; ".join(sorted({",".join(map(str, s)) for s in seed_sets})[:4])
             warnings.append(f"Warning: seeds differ across rows in {collection_name(c)} "
                             f"({shown}{'; ...' if len(seed_sets) > 4 else ''}); means cover "
-                            "different seeds and paired tests pool per-query ranks over seeds.")
+                            "different seeds.")
     tests = [r.tests[c] for r in rows for c in r.tests]
     title = "Ablation: " + ", ".join(collection_name(c, synthetic) for c in collections)
     if collected.study:
         title += f" (study {collected.study})"
     parts = ["Test-set R@k (%) and SumR, mean ± std over seeds (n = seed count); "
              "(±x) is the difference to the base row (first row of each method group); "
-             "bold = best in column.", describe_tests(tests)]
+             "bold = best in column.", describe_tests(tests, unpaired)]
     parts += notes
+    parts.append(budget_sentence(frame))
     if any(r.method == "kdc-net" for r in rows):
         parts.append(f"{KDC_LABEL}: {KDC_NOTE}.")
     if synthetic:

@@ -195,8 +195,9 @@ def test_seeds_differ_warning_in_caption(store):
     table = tables.build_ablation(got)
     assert "seeds differ across rows" in table.caption
     k = {r.row: r for r in table.rows}["ms-sl.k"]
-    assert k.tests["tvr"].pairing == "query"
-    assert "averaged over seeds" in table.caption
+    assert "tvr" not in k.tests                       # seeds {7, 8} vs {0, 1, 2}: no test
+    assert "ms-sl.k vs ms-sl: seeds {7, 8} vs {0, 1, 2}" in table.caption
+    assert "not paired" in table.caption
 
 
 def test_markdown_latex_and_labels(ablation):

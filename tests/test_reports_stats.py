@@ -58,19 +58,25 @@ def test_noise_level_difference_is_not_significant():
     assert t.test == "wilcoxon" and t.p_value > 0.05
 
 
-def test_different_seeds_pool_by_query():
+def test_different_seeds_are_not_paired():
     rng = np.random.default_rng(3)
     rank = rng.integers(1, 50, 200)
     a = [(5, _result(rank)), (6, _result(rank))]
     b = [(0, _result(rank)), (1, _result(rank)), (2, _result(rank))]
-    t = stats.paired_test(a, b)
-    assert t.pairing == "query" and t.n_pairs == 200 and t.test == "identical"
-    # pooled = mean reciprocal rank per query over seeds, checked against a loop oracle
-    b2 = [(0, _result(rank)), (1, _result(np.maximum(1, rank // 2)))]
-    t2 = stats.paired_test(a, b2)
-    oracle = [1.0 / rank[q] - (1.0 / rank[q] + 1.0 / max(1, rank[q] // 2)) / 2
-              for q in range(200)]
-    assert t2.mean_diff == pytest.approx(float(np.mean(oracle)))
+    with pytest.raises(stats.SeedMismatchError, match=r"seeds \{5, 6\} vs \{0, 1, 2\}"):
+        stats.paired_test(a, b)
+    # the same seed twice on one side is no pairing either
+    with pytest.raises(stats.SeedMismatchError):
+        stats.paired_test([(0, _result(rank)), (0, _result(rank))],
+                          [(0, _result(rank)), (0, _result(rank))])
+    assert isinstance(stats.SeedMismatchError("x"), stats.PairingError)
+
+
+def test_seed_interval_is_the_student_t_half_width():
+    # n = 3, mean 13, s = sqrt(13); t_{0.975, 2} = 4.302652729...
+    assert stats.seed_interval([10.0, 12.0, 17.0]) == pytest.approx(
+        4.302652729911275 * math.sqrt(13.0) / math.sqrt(3.0))
+    assert math.isnan(stats.seed_interval([4.0]))
 
 
 def test_bootstrap_fallback_with_few_differences():

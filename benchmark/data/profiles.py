@@ -28,12 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.errors import PRVRBenchError
+from benchmark.mv import DEFAULT_MV_EDGES
 
 SCALES = ("tiny", "small", "full")
 PROFILES = ("tvr", "activitynet", "charades")
 
 #: Fixed edges of the five M/V bins (docs/datasets.md §1, right-closed).
-MV_EDGES_5 = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MV_EDGES_5 = DEFAULT_MV_EDGES
 #: Quantile levels of the duration knots. p1 and p99 are not in docs/datasets.md §4.2; they were
 #: derived once from the same annotation files (durations per video) so that the long upper
 #: tail (e.g. ActivityNet p95 225 s, max 745 s) does not inflate the mean.
