@@ -171,6 +171,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
     trial.set_user_attr(ATTR_RUN_ID, run.run_id)
     run.log_params(flatten(cfg))
+    tracking.log_swept_params(run, values)
     trial.set_user_attr(ATTR_VARIANT, identity.variant)
     trial.set_user_attr(ATTR_SEED, identity.seed)
     timed = TimedTracker(run)
