@@ -78,6 +78,9 @@ SWEPT_PARAM_PREFIX = "swept/"            # config keys never hold '/': no clash 
 COMPARISON_METRICS = ("val/SumR", "test/SumR")
 COMPARISON_ORDER_METRIC = "val/SumR"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
+# column ids of the 3.17 runs grid that every view has (run name, created, duration)
+_RUN_NAME_COLUMN = "attributes.`Run Name`"
+_FIXED_COLUMNS = ("runDateAndNestInfo", "duration")
 DEFAULT_EXPERIMENT_ID = "0"              # MLflow's SQL store creates it ("Default") on open
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")   # mlflow DATABASE_ENGINES
 
@@ -496,9 +499,15 @@ def log_swept_params(run: MLflowRunTracker, values: Mapping[str, Any]) -> None:
     where the trial did not use it (``method.kd_decay.base`` of a constant decay); the
     ``swept/`` params hold exactly what the sampler chose, so the store alone says which
     params a study swept (:func:`publish_comparison` builds its columns from them) and a knob a
-    trial did not sample shows as empty in the UI."""
+    trial did not sample shows as empty in the UI. Floats are written with 6 significant
+    digits (``0.00016096`` for ``0.00016096044177103615``) to fit a table column; the exact
+    value stays in the config param."""
     if values:
-        run.log_params({swept_param_name(k): v for k, v in values.items()})
+        run.log_params({swept_param_name(k): _swept_value(v) for k, v in values.items()})
+
+
+def _swept_value(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def _check_study_name(study: str) -> str:
@@ -524,15 +533,21 @@ def comparison_view(study: str, swept_keys: Iterable[str]) -> dict[str, Any]:
     rather than folded under the parent run; best ``val/SumR`` first) and the selected columns
     (``swept/`` params, ``val/SumR``, ``test/SumR``, the ``trial_state`` tag)."""
     keys = sorted(set(swept_keys))
-    columns = [f"params.`{swept_param_name(k)}`" for k in keys]
-    columns += [f"metrics.`{validate_name(m)}`" for m in COMPARISON_METRICS]
-    columns.append(f"tags.`{Tag.TRIAL_STATE}`")
+    params = [f"params.`{swept_param_name(k)}`" for k in keys]
+    columns = [*params, *(f"metrics.`{validate_name(m)}`" for m in COMPARISON_METRICS),
+               f"tags.`{Tag.TRIAL_STATE}`"]
+    # widths (pixels) for the run name and the swept params, whose names the default 100 px
+    # cut short; the grid applies widths through the column order, hence the full order
+    widths = {_RUN_NAME_COLUMN: 300}
+    widths.update({c: min(220, max(120, 7 * len(k) + 44)) for c, k in zip(params, keys)})
     return {
         "searchFilter": f"tags.{Tag.STUDY} = '{_check_study_name(study)}' AND "
                         f"tags.{Tag.TRIAL} LIKE '%'",
         "orderByKey": f"metrics.`{COMPARISON_ORDER_METRIC}`",
         "orderByAsc": False,
         "selectedColumns": columns,
+        "columnOrder": [_RUN_NAME_COLUMN, *_FIXED_COLUMNS, *columns],
+        "columnWidths": widths,
     }
 
 

@@ -205,14 +205,16 @@ def test_experiments_are_model_training_experiments(tmp_path):
 def test_log_swept_params_prefix_and_bad_key(tmp_path):
     uri = f"sqlite:///{tmp_path / 'swept.db'}"
     with _open(uri, "t000") as run:
-        run.log_params({"method.kd_temperature": 0.3, "method.kd_decay.base": 0.95})
-        tracking.log_swept_params(run, {"method.kd_temperature": 0.3})
+        run.log_params({"method.kd_temperature": 0.123456789, "method.kd_decay.base": 0.95})
+        tracking.log_swept_params(run, {"method.kd_temperature": 0.123456789,
+                                        "method.kd_decay.kind": "exp", "method.krd.window": 3})
         tracking.log_swept_params(run, {})
         with pytest.raises(tracking.TrackingError, match="R@1"):
             tracking.log_swept_params(run, {"R@1": 1})
     params = tracking.get_run(uri, run.run_id)["params"]
-    assert params == {"method.kd_temperature": "0.3", "method.kd_decay.base": "0.95",
-                      "swept/method.kd_temperature": "0.3"}
+    assert params == {"method.kd_temperature": "0.123456789", "method.kd_decay.base": "0.95",
+                      "swept/method.kd_temperature": "0.123457",
+                      "swept/method.kd_decay.kind": "exp", "swept/method.krd.window": "3"}
 
 
 def test_comparison_url_format_and_share_keys():
@@ -228,6 +230,8 @@ def test_comparison_url_format_and_share_keys():
     assert view["selectedColumns"] == ["params.`swept/a.x`", "params.`swept/b.y`",
                                        "metrics.`val/SumR`", "metrics.`test/SumR`",
                                        "tags.`trial_state`"]
+    assert view["columnOrder"][3:] == view["selectedColumns"]
+    assert view["columnWidths"]["params.`swept/a.x`"] == 120
     assert view["searchFilter"] == "tags.study = 's' AND tags.trial LIKE '%'"
     assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`val/SumR`", False)
 
