@@ -276,3 +276,11 @@ def test_ui_links_without_studies(tmp_path):
         pass
     lines = tracking.ui_links(uri, "http://h")
     assert lines[1] == "tvr-synthetic: http://h/#/experiments/1/runs?workflowType=machine_learning"
+
+
+def test_readme_names_the_comparison_url_of_the_main_job():
+    from benchmark.naming import study_name
+
+    # experiment 1: a fresh store's first experiment (0 is MLflow's Default, deleted)
+    url = tracking.comparison_url(tracking.DEFAULT_UI_URL, "1", study_name("tvr-default", "tvr", True))
+    assert url in (Path(__file__).resolve().parents[1] / "README.md").read_text()
