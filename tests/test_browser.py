@@ -171,7 +171,7 @@ def _inside_window(locator) -> bool:
             and box["y"] + box["height"] <= VIEWPORT["height"])
 
 
-def test_comparison_url_shows_trials_swept_params_and_sumr(study_store, ui_server, browser_page):
+def test_comparison_url_shows_trials_swept_params_and_sumr(browser_page, study_store, ui_server):
     _, uri, result = study_store
     url = tracking.publish_comparison(uri, result.study_name, base_url=ui_server)
     assert url == tracking.comparison_url(ui_server, "1", result.study_name)
@@ -208,7 +208,7 @@ def test_comparison_url_shows_trials_swept_params_and_sumr(study_store, ui_serve
     assert shot.stat().st_size > 10_000
 
 
-def test_experiment_list_has_no_default_experiment(study_store, ui_server, browser_page):
+def test_experiment_list_has_no_default_experiment(browser_page, study_store, ui_server):
     page = browser_page
     page.goto(f"{ui_server}/#/experiments")
     page.get_by_role("link", name="tvr-synthetic", exact=True).first.wait_for(
