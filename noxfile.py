@@ -80,5 +80,14 @@ def mlflow_ui(session: nox.Session) -> None:
     _install(session)
     runs = os.environ.get("PRVR_RUNS_DIR", "runs")
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{runs}/mlflow.db")
+    port, args = "5000", list(session.posargs)        # the port the UI listens on, for the URLs
+    for i, arg in enumerate(args):
+        if arg in ("--port", "-p") and i + 1 < len(args):
+            port = args[i + 1]
+        elif arg.startswith("--port="):
+            port = arg.split("=", 1)[1]
+    # store each study's comparison view and print the URL that opens it (benchmark/tracking.py)
+    session.run("python", "-m", "benchmark.tracking", "--tracking-uri", uri,
+                "--base-url", f"http://127.0.0.1:{port}", env=ENV)
     session.run("mlflow", "ui", "--host", "127.0.0.1", "--backend-store-uri", uri,
                 "--artifacts-destination", f"{runs}/mlartifacts", *session.posargs, env=ENV)

@@ -14,18 +14,28 @@ several runs in one process, or many worker processes, never share hidden state.
   so a bad name (e.g. ``R@1``) fails with the name, not deep inside a batch request.
 * **Read side** (for reports and the sweep's clean-up): :func:`search_runs`,
   :func:`get_run`, :func:`download_artifact`, :func:`close_stale_runs`.
+* **The MLflow UI** (MLflow 3.17; docs/toolchain.md "MLflow UI"): experiments are created as
+  model-training experiments (tag ``mlflow.experimentKind = custom_model_development``); a
+  trial logs its swept values again under ``swept/`` (:func:`log_swept_params`), and
+  :func:`publish_comparison` stores a study's comparison view on its experiment, which
+  :func:`comparison_url` opens: the trial runs, flat, best ``val/SumR`` first, with the swept
+  parameters, ``val/SumR``, ``test/SumR`` and the trial state as columns. A SQL store that
+  MLflow creates on our behalf gets an empty "Default" experiment; :func:`client_for` deletes
+  (soft) exactly that one.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import re
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Iterable, Mapping
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 # Telemetry does a DNS lookup at import (docs/toolchain.md): off before mlflow is imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -36,7 +46,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from benchmark.errors import PRVRBenchError  # noqa: E402
-from benchmark.naming import RunIdentity, Tag  # noqa: E402
+from benchmark.naming import KIND_STUDY, RunIdentity, Tag  # noqa: E402
 from benchmark.stores import redact  # noqa: E402
 
 # ref: mlflow.utils.validation (3.17): names may hold alphanumerics, '_', '-', '.', ' ', ':'
@@ -52,6 +62,27 @@ MAX_KEY_LENGTH = 250
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+# ref: the MLflow 3.17.2 UI bundle (mlflow/server/js/build/static/js): the experiment-kind
+# selector writes this experiment tag; "custom_model_development" is its model-training kind
+# (the GenAI kind is "genai_development").
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+# ref: same bundle: "Share" stores the runs-table state (search facets + selected columns) as
+# the experiment tag mlflow.sharedViewState.<key>; the URL parameter viewStateShareKey=<key>
+# loads it. workflowType=machine_learning selects the model-training pages (3.17 decides the
+# page kind by this URL parameter or the sidebar switch, whatever the experiment tag says).
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+MAX_EXPERIMENT_TAG_VALUE_LENGTH = 20000
+SWEPT_PARAM_PREFIX = "swept/"            # config keys never hold '/': no clash with flatten(cfg)
+COMPARISON_METRICS = ("val/SumR", "test/SumR")
+COMPARISON_ORDER_METRIC = "val/SumR"
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+# column ids of the 3.17 runs grid that every view has (run name, created, duration)
+_RUN_NAME_COLUMN = "attributes.`Run Name`"
+_FIXED_COLUMNS = ("runDateAndNestInfo", "duration")
+DEFAULT_EXPERIMENT_ID = "0"              # MLflow's SQL store creates it ("Default") on open
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")   # mlflow DATABASE_ENGINES
 
 
 class TrackingError(PRVRBenchError, ValueError):
@@ -110,8 +141,18 @@ def _sqlite_init_lock(db: Path | None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def is_database_uri(uri: str) -> bool:
+    """True for a database store MLflow opens in this process (``sqlite:``,
+    ``postgresql+psycopg2:``, ...), False for a tracking server (``http(s):``) and the rest."""
+    return urlparse(uri).scheme.split("+")[0] in _DATABASE_SCHEMES
+
+
 def client_for(tracking_uri: str) -> "mlflow.MlflowClient":
-    """One cached client per URI and process (a SQLite store checks its schema once)."""
+    """One cached client per URI and process (a database store checks its schema once).
+
+    Opening a database store whose experiment 0 is missing makes MLflow create an empty
+    "Default" experiment (``SqlAlchemyStore.__init__``); when that happened during this call
+    it is deleted again (see :func:`retire_new_default_experiment`)."""
     if tracking_uri not in _CLIENTS:
         db = sqlite_path(tracking_uri)
         if db is not None:
@@ -120,15 +161,49 @@ def client_for(tracking_uri: str) -> "mlflow.MlflowClient":
         # ("Online migration expected to match one row ..."): serialise the first open (and
         # the schema check it triggers) with a lock file next to the database.
         with _sqlite_init_lock(db):
+            opened_ms = int(time.time() * 1000)
             try:
                 client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-                if db is not None:
+                if is_database_uri(tracking_uri):
                     client.search_experiments(max_results=1)   # forces schema creation now
+                    retire_new_default_experiment(client, opened_ms)
             except Exception as exc:  # noqa: BLE001 - any store failure is reported the same way
                 raise TrackingError(f"cannot open MLflow tracking store {redact(tracking_uri)}: "
                                     f"{redact(str(exc))}") from None
         _CLIENTS[tracking_uri] = client
     return _CLIENTS[tracking_uri]
+
+
+def retire_new_default_experiment(client: "mlflow.MlflowClient", since_ms: int) -> bool:
+    """Delete (soft) the empty "Default" experiment MLflow created while opening the store.
+
+    MLflow's SQL store inserts experiment 0 "Default" whenever the database lacks it, and
+    cannot be told not to. A deleted experiment 0 counts as present, so it is not created
+    again (not by a later client, nor by ``mlflow ui``), and the UI lists active experiments
+    only. Only an experiment 0 created at or after ``since_ms`` (by this process's store, whose
+    clock stamps ``creation_time``, or a concurrent worker's), still active and without runs is
+    touched: a Default that already held runs, or existed before, is left alone. ``mlflow gc``
+    purges deleted experiments; the next open then creates Default again and deletes it again.
+    Returns True when it deleted one."""
+    from mlflow.entities import ViewType
+
+    try:
+        exp = client.get_experiment(DEFAULT_EXPERIMENT_ID)
+    except MlflowException:
+        return False
+    if (exp.lifecycle_stage != "active" or exp.name != "Default"
+            or (exp.creation_time or 0) < since_ms):
+        return False
+    if client.search_runs([DEFAULT_EXPERIMENT_ID], max_results=1, run_view_type=ViewType.ALL):
+        return False
+    try:
+        client.delete_experiment(DEFAULT_EXPERIMENT_ID)
+    except MlflowException:
+        # a concurrent worker deleted it first; anything else is a real failure
+        if client.get_experiment(DEFAULT_EXPERIMENT_ID).lifecycle_stage == "active":
+            raise
+        return False
+    return True
 
 
 def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
@@ -158,17 +233,23 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
-    """Experiment id of ``name``, creating it (with the §9 artifact location for SQLite)."""
+    """Experiment id of ``name``, creating it (with the §9 artifact location for SQLite) as a
+    model-training experiment (``mlflow.experimentKind``); an existing experiment without a
+    kind gets that tag, one with a kind keeps it."""
     client = client_for(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise TrackingError(f"MLflow experiment {name!r} in {redact(tracking_uri)} is deleted;"
                                 " restore it in the UI or pick another name")
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
+                                      EXPERIMENT_KIND_TRAINING)
         return exp.experiment_id
     location = artifact_location or default_artifact_location(tracking_uri)
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING})
     except MlflowException:
         # another worker created it between our lookup and create
         exp = client.get_experiment_by_name(name)
@@ -402,3 +483,174 @@ def close_stale_runs(tracking_uri: str, run_ids: Iterable[str], *, status: str =
         closed.append(run_id)
     return closed
 
+
+
+# -- the MLflow UI: swept values and a study's comparison view ----------------------------------
+def swept_param_name(key: str) -> str:
+    """The param name a swept value is logged under again: ``swept/<dotted config key>``."""
+    return validate_name(SWEPT_PARAM_PREFIX + validate_name(key, "swept param"), "swept param")
+
+
+def log_swept_params(run: MLflowRunTracker, values: Mapping[str, Any]) -> None:
+    """Log a trial's swept values (the search space's ``{dotted key: value}``) a second time,
+    as ``swept/<key>``, next to the flattened config.
+
+    The flattened config holds every knob, swept or not, and a conditional knob's default
+    where the trial did not use it (``method.kd_decay.base`` of a constant decay); the
+    ``swept/`` params hold exactly what the sampler chose, so the store alone says which
+    params a study swept (:func:`publish_comparison` builds its columns from them) and a knob a
+    trial did not sample shows as empty in the UI. Floats are written with 6 significant
+    digits (``0.00016096`` for ``0.00016096044177103615``) to fit a table column; the exact
+    value stays in the config param."""
+    if values:
+        run.log_params({swept_param_name(k): _swept_value(v) for k, v in values.items()})
+
+
+def _swept_value(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _check_study_name(study: str) -> str:
+    if not isinstance(study, str) or not study or "'" in study or '"' in study or "`" in study:
+        raise TrackingError(f"study name {study!r} cannot be used in an MLflow search filter "
+                            "(empty, or holds a quote)")
+    return study
+
+
+def comparison_share_key(study: str) -> str:
+    """The UI's share key of a study's comparison view: the study name itself when it holds
+    only letters, digits and ``._-``, else those characters plus a short hash (``+`` -> ``-``)."""
+    _check_study_name(study)
+    if re.fullmatch(r"[A-Za-z0-9._-]+", study):
+        return study
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", study)
+    return f"{safe}-{hashlib.sha256(study.encode()).hexdigest()[:8]}"
+
+
+def comparison_view(study: str, swept_keys: Iterable[str]) -> dict[str, Any]:
+    """The runs-table state of a study's comparison, in the shape the MLflow 3.17 UI shares
+    views: search facets (a filter keeping the study's trial runs, which also shows them flat
+    rather than folded under the parent run; best ``val/SumR`` first) and the selected columns
+    (``swept/`` params, ``val/SumR``, ``test/SumR``, the ``trial_state`` tag)."""
+    keys = sorted(set(swept_keys))
+    params = [f"params.`{swept_param_name(k)}`" for k in keys]
+    columns = [*params, *(f"metrics.`{validate_name(m)}`" for m in COMPARISON_METRICS),
+               f"tags.`{Tag.TRIAL_STATE}`"]
+    # widths (pixels) for the run name and the swept params, whose names the default 100 px
+    # cut short; the grid applies widths through the column order, hence the full order
+    widths = {_RUN_NAME_COLUMN: 300}
+    widths.update({c: min(220, max(120, 7 * len(k) + 44)) for c, k in zip(params, keys)})
+    return {
+        "searchFilter": f"tags.{Tag.STUDY} = '{_check_study_name(study)}' AND "
+                        f"tags.{Tag.TRIAL} LIKE '%'",
+        "orderByKey": f"metrics.`{COMPARISON_ORDER_METRIC}`",
+        "orderByAsc": False,
+        "selectedColumns": columns,
+        "columnOrder": [_RUN_NAME_COLUMN, *_FIXED_COLUMNS, *columns],
+        "columnWidths": widths,
+    }
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """The runs table of one experiment in the model-training pages of the UI."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{quote(str(experiment_id), safe='')}/runs"
+            "?workflowType=machine_learning")
+
+
+def comparison_url(base_url: str, experiment_id: str, study: str) -> str:
+    """The URL that opens ``study``'s comparison in the UI served at ``base_url``.
+
+    It depends on the study, not on its swept keys, so it stays the same while a study gains
+    trials; it shows the columns once :func:`publish_comparison` has stored the view."""
+    return (f"{experiment_url(base_url, experiment_id)}"
+            f"&viewStateShareKey={quote(comparison_share_key(study), safe='')}")
+
+
+def _study_runs(tracking_uri: str, study: str) -> list[dict[str, Any]]:
+    return search_runs(tracking_uri, None, f"tags.{Tag.STUDY} = '{_check_study_name(study)}'")
+
+
+def swept_keys_of(runs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The config keys the given runs logged under ``swept/``, sorted."""
+    keys = {k[len(SWEPT_PARAM_PREFIX):] for r in runs for k in r["params"]
+            if k.startswith(SWEPT_PARAM_PREFIX)}
+    return sorted(keys)
+
+
+def publish_comparison(tracking_uri: str, study: str, *, base_url: str = DEFAULT_UI_URL,
+                       swept_keys: Iterable[str] | None = None) -> str:
+    """Store ``study``'s comparison view on its experiment and return :func:`comparison_url`.
+
+    The experiment is the one holding the study's runs (tag ``study``); the columns are
+    ``swept_keys``, or else every key the study's trials logged with :func:`log_swept_params`.
+    Idempotent: one experiment tag per study, overwritten with the current view; calling it
+    again after more trials picks up knobs that only later trials sampled."""
+    runs = _study_runs(tracking_uri, study)
+    if not runs:
+        raise TrackingError(f"no MLflow run of study {study!r} in {redact(tracking_uri)} "
+                            "(is it the right --tracking-uri?)")
+    experiments = sorted({r["experiment_id"] for r in runs})
+    if len(experiments) != 1:
+        raise TrackingError(f"study {study!r} has runs in several MLflow experiments "
+                            f"({', '.join(experiments)}); a comparison view needs one")
+    trials = [r for r in runs if Tag.TRIAL in r["tags"]]
+    keys = swept_keys_of(trials) if swept_keys is None else list(swept_keys)
+    value = json.dumps(comparison_view(study, keys), separators=(",", ":"))
+    if len(value) > MAX_EXPERIMENT_TAG_VALUE_LENGTH:
+        raise TrackingError(f"comparison view of study {study!r} is {len(value)} characters, over "
+                            f"MLflow's {MAX_EXPERIMENT_TAG_VALUE_LENGTH} for an experiment tag")
+    tag = validate_name(SHARED_VIEW_TAG_PREFIX + comparison_share_key(study), "tag")
+    client_for(tracking_uri).set_experiment_tag(experiments[0], tag, value)
+    return comparison_url(base_url, experiments[0], study)
+
+
+def publish_all_comparisons(tracking_uri: str, base_url: str = DEFAULT_UI_URL
+                            ) -> list[tuple[str, str]]:
+    """:func:`publish_comparison` for every study in the store (a parent run tagged
+    ``kind=study``), newest first: ``[(study, url), ...]``."""
+    parents = search_runs(tracking_uri, None, f"tags.{Tag.KIND} = '{KIND_STUDY}'")
+    studies = list(dict.fromkeys(r["tags"][Tag.STUDY] for r in parents if Tag.STUDY in r["tags"]))
+    return [(s, publish_comparison(tracking_uri, s, base_url=base_url)) for s in studies]
+
+
+def ui_links(tracking_uri: str, base_url: str = DEFAULT_UI_URL) -> list[str]:
+    """Lines naming the UI pages of a store: each study's comparison (published now), else
+    each experiment's runs table; for ``nox -s mlflow-ui`` and the sweep's closing lines."""
+    lines = [f"{study}: {url}" for study, url in publish_all_comparisons(tracking_uri, base_url)]
+    if lines:
+        return [f"compare trials in the MLflow UI ({len(lines)} studies, newest first):", *lines]
+    exps = client_for(tracking_uri).search_experiments()
+    if not exps:
+        return [f"no experiments in {redact(tracking_uri)} yet: run a sweep first "
+                f"(nox -s sweep-tvr); the UI is at {base_url}"]
+    return ["no sweep study in this store yet; runs tables:",
+            *(f"{e.name}: {experiment_url(base_url, e.experiment_id)}" for e in exps)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmark.tracking --tracking-uri URI [--base-url URL]``: publish every
+    study's comparison view and print the URLs (:func:`ui_links`)."""
+    import argparse
+
+    from benchmark import stores
+
+    ap = argparse.ArgumentParser(prog="python -m benchmark.tracking",
+                                 description="Publish the MLflow UI comparison view of every "
+                                             "study in a store and print the URLs that open them.")
+    ap.add_argument("--tracking-uri", default=None,
+                    help="MLflow store (default: MLFLOW_TRACKING_URI, else the run directory's)")
+    ap.add_argument("--runs-dir", default=None, help="run directory (default: ./runs)")
+    ap.add_argument("--base-url", default=DEFAULT_UI_URL, help="where the UI is served")
+    args = ap.parse_args(argv)
+    uri = stores.mlflow_uri(args.tracking_uri, stores.runs_dir(args.runs_dir))
+    try:
+        for line in ui_links(uri, args.base_url):
+            print(line)
+    except TrackingError as exc:
+        print(f"error: {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

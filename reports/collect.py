@@ -52,8 +52,10 @@ TABLE_METRICS = ("R1", "R5", "R10", "R100", "SumR")
 TEST_EXTRA = ("MedR", "MeanR", "mAP", "n_queries")
 KEPT_TRIAL_STATES = (TrialStateTag.COMPLETE, "")          # "" = not a sweep trial
 # params that identify stores, paths or the seed, never a knob of a comparison; the evaluator's
-# settings (chunk sizes, M/V edges) change no rank; the budget has its own columns
-_NON_KNOB_PREFIXES = ("tracking.", "data.data_root", "seed", "device", "eval.") + BUDGET_PARAMS
+# settings (chunk sizes, M/V edges) change no rank; the budget has its own columns; "swept/" keys
+# repeat a trial's sampled values for the MLflow UI (benchmark.tracking.log_swept_params), the
+# config key beside each holds the same value
+_NON_KNOB_PREFIXES = ("tracking.", "data.data_root", "seed", "device", "eval.", "swept/") + BUDGET_PARAMS
 MV_EDGES_PARAM = "eval.mv_edges"
 
 

@@ -203,6 +203,7 @@ def _train_one_seed(trial: optuna.Trial, ctx: TrialContext, values: Mapping[str,
         trial.set_user_attr(ATTR_VARIANT, identity.variant)
         trial.set_user_attr(ATTR_SEED, identity.seed)
     run.log_params(flatten(cfg))
+    tracking.log_swept_params(run, values)
     if len(seeds) > 1:
         run.set_tags({Tag.TRIAL_SEEDS: ",".join(map(str, seeds))})
     timed = TimedTracker(run)
