@@ -182,6 +182,11 @@ def test_krd_lambda_ramps_from_zero_on_the_schedule():
     k = model.config.krd
     assert [k.lam_at(progress(e)) for e in (0, 1, 5, 10, 50)] == pytest.approx([0, .05, .25, .5, .5])
     assert get_method("kdc-net.krd-no-ramp").default_config.krd.lam_at(progress(0)) == 0.5
+    # on the progress clock the ramp follows t = p·E_ref: an 11-epoch run of 11 steps per epoch
+    # (last step 120) at step 6 with E_ref 120 reads t = 6, so λ = 0.5 · 0.6
+    clocked = Progress(epoch=0, num_epochs=11, step=6, steps_per_epoch=11, clock="progress",
+                       reference_epochs=120)
+    assert k.lam_at(clocked) == pytest.approx(0.5 * 0.6)
     out = model.compute_loss(batch, progress(5))
     assert out["krd_lam"].item() == pytest.approx(0.25)
     half = model._kd_target(teacher, teacher, mask, progress(5))
