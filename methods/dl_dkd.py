@@ -307,8 +307,10 @@ class DLDKD(PRVRMethod):
         branch = self._branch(name)
         return branch.output(branch.video(frames, mask))
 
-    def _kd_target(self, student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor | None:
-        """Target distribution of the KD term, or None for softmax(teacher/τ) (DL-DKD).
+    def _kd_target(self, student: Tensor, teacher: Tensor, mask: Tensor,
+                   progress: Progress) -> Tensor | None:
+        """Target distribution of the KD term, or None for softmax(teacher/τ) (DL-DKD);
+        ``progress`` lets a subclass schedule its target (kdc-net's KRD λ).
 
         Shapes: student, teacher, mask (Nq, T) positive-pair frame scores and mask.
         """
@@ -420,7 +422,7 @@ class DLDKD(PRVRMethod):
                 kd_mask = frame_mask[qv]                                 # (Nq, T)
                 kd = frame_kd_loss(student, teacher_cos, kd_mask, temperature=c.kd_temperature,
                                    reduction=c.kd_reduction,
-                                   target=self._kd_target(student, teacher_cos, kd_mask))
+                                   target=self._kd_target(student, teacher_cos, kd_mask, progress))
                 total = total + kd_weight * kd
                 terms["loss_kd"] = kd
         out = {"loss": total}

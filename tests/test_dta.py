@@ -94,7 +94,8 @@ def test_window_at_init_is_centred_on_each_frame_with_width_sigma0():
     assert torch.allclose(tau[2], torch.arange(7) / 3)
     assert torch.allclose(centre, tau[:, None, :].clamp(0, 1).expand_as(centre))
     assert torch.equal(width, torch.full_like(width, 0.2))
-    assert torch.allclose(dta.gamma(), torch.full((HEADS,), 0.5))
+    assert torch.equal(dta.gamma(), torch.zeros(HEADS))                  # tanh form, γ0 = 0
+    assert torch.allclose(_dta(gamma_form="sigmoid", gamma0=0.5).gamma(), torch.full((HEADS,), 0.5))
 
 
 def test_window_centre_and_width_follow_the_attention_query():
@@ -171,9 +172,10 @@ def _loop_oracle(dta, q, k, mask):
     return out
 
 
-def test_matches_loop_oracle_with_clipped_relative_bias():
+@pytest.mark.parametrize("gamma_form", ["tanh", "sigmoid"])
+def test_matches_loop_oracle_with_clipped_relative_bias(gamma_form):
     x, mask = _frames(length=7)
-    dta = _dta(rel_pos_max=2, sigma0=0.3)
+    dta = _dta(rel_pos_max=2, sigma0=0.3, gamma_form=gamma_form, gamma0=0.3)
     _perturb(dta)
     q, k = _qk(dta, x)
     with torch.no_grad():
@@ -203,12 +205,58 @@ def test_gradients_reach_the_new_parameters():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("kw", [{"gamma0": 0.0}, {"gamma0": 1.5, "learn_gamma": False},
+def test_default_is_self_attention_exactly_at_init_and_its_gate_learns():
+    # tanh form, γ0 = 0, b = 0: the §2 layer, whatever the other DTA parameters hold
+    x, mask = _frames()
+    torch.manual_seed(0)
+    plain = reference_init_(SelfAttentionLayer(HIDDEN, HEADS, 0.0)).eval()
+    dta = _dta()
+    assert dta.gamma_form == "tanh" and torch.equal(dta.gamma(), torch.zeros(HEADS))
+    missing, unexpected = dta.load_state_dict(plain.state_dict(), strict=False)
+    assert set(missing) == {"rel_bias", "centre_weight", "centre_bias", "width_weight",
+                            "width_bias", "gamma_logit"} and not unexpected
+    with torch.no_grad():                       # a window that would change A if it were mixed in
+        dta.centre_weight.normal_(0, 1.0)
+        dta.width_bias.fill_(-1.0)
+    out = dta(x, mask)
+    assert torch.allclose(out, plain(x, mask), rtol=0, atol=1e-6)
+    out.square().sum().backward()
+    assert dta.gamma_logit.grad.abs().min() > 0                   # ρ learns from the first step
+    assert not dta.centre_weight.grad.any()                        # the window waits for γ ≠ 0
+    # the first reconstruction's form mixes half a window in from the start
+    old = _dta(gamma_form="sigmoid", gamma0=0.5)
+    old.load_state_dict(dta.state_dict())
+    assert torch.allclose(old.gamma(), torch.full((HEADS,), 0.5))
+    assert not torch.allclose(old(x, mask), plain(x, mask), atol=1e-3)
+
+
+def test_tanh_gate_starts_at_gamma0_and_stays_inside_minus_one_one():
+    dta = _dta(gamma0=0.02)
+    assert torch.allclose(dta.gamma(), torch.full((HEADS,), 0.02))
+    with torch.no_grad():
+        dta.gamma_logit.copy_(torch.tensor([-30.0, -0.5, 0.5, 30.0]))
+    gamma = dta.gamma()
+    assert (gamma.abs() <= 1).all() and gamma[1] < 0 < gamma[2]
+
+
+@pytest.mark.parametrize("kw", [{"gamma0": 0.0, "gamma_form": "sigmoid"}, {"gamma0": 1.0},
+                                {"gamma0": -0.1}, {"gamma_form": "relu"},
+                                {"gamma0": 1.5, "learn_gamma": False},
                                 {"sigma0": 0.0}, {"sigma_min": 0.5, "sigma_max": 0.1},
                                 {"rel_pos_max": -1}, {"max_shift": -0.1}])
 def test_bad_settings_rejected(kw):
     with pytest.raises(DTAConfigError, match="dta."):
         DynamicTemporalAttention(HIDDEN, HEADS, 0.0, **kw)
+
+
+def test_gamma_logit_is_a_gate_parameter():
+    from benchmark.training.optim import gate_names
+
+    dta = _dta()
+    assert gate_names(dta) == {"gamma_logit"}
+    groups = parameter_groups(dta, 0.01, gate_lr_multiplier=5.0)
+    (gates,) = [g for g in groups if "lr_scale" in g]
+    assert [id(p) for p in gates["params"]] == [id(dta.gamma_logit)] and gates["lr_scale"] == 5.0
 
 
 def test_gamma_logit_is_not_weight_decayed():

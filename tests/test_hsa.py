@@ -25,9 +25,12 @@ def _hsa(hidden=16, **kw):
 
 
 def test_parameter_count_matches_methods_md():
-    assert sum(p.numel() for p in HSA(384).parameters()) == 1_182_720
+    assert sum(p.numel() for p in HSA(384).parameters()) == 887_808          # residual (default)
+    assert sum(p.numel() for p in HSA(384, fusion="gate").parameters()) == 1_182_720
     d = 384
-    assert sum(p.numel() for p in HSA(d, kernels=(1,)).parameters()) == (d * d + d) + d + d + 2 * d * d + d
+    assert sum(p.numel() for p in HSA(d, kernels=(1,), fusion="gate").parameters()) == (
+        (d * d + d) + d + d + 2 * d * d + d)
+    assert sum(p.numel() for p in HSA(d, kernels=(1,)).parameters()) == (d * d + d) + d + d + d
     assert sum(p.numel() for p in HSA(d, scale_agg="mean", fusion="mean").parameters()) == (
         6 * d * d + 3 * d + 3 * d)
 
@@ -99,6 +102,8 @@ def _loop_hsa(hsa, tokens, mask, sentence, *, scale_agg="attention", fusion="gat
             q = z * u + (1 - z) * qbar[n]
         elif fusion == "mean":
             q = (qbar[n] + u) / 2
+        elif fusion == "residual":
+            q = qbar[n] + d(hsa.residual_gate) * u
         else:
             q = u
         qs.append(q)
@@ -110,11 +115,15 @@ def _loop_hsa(hsa, tokens, mask, sentence, *, scale_agg="attention", fusion="gat
 
 @pytest.mark.parametrize("kernels", [(1, 2, 3), (1,), (2, 4), (1, 2, 3, 4)])
 @pytest.mark.parametrize("scale_agg", ["attention", "mean"])
-@pytest.mark.parametrize("fusion", ["gate", "mean", "phrase"])
+@pytest.mark.parametrize("fusion", ["residual", "gate", "mean", "phrase"])
 def test_forward_matches_loop_oracle(kernels, scale_agg, fusion):
     tokens, mask, sentence = _inputs()
     hsa = _hsa(kernels=kernels, scale_agg=scale_agg, fusion=fusion)
     assert (hsa.gate is None) == (fusion != "gate")              # unused modules are not built
+    assert hasattr(hsa, "residual_gate") == (fusion == "residual")
+    if fusion == "residual":                                      # an opened gate, not the identity
+        with torch.no_grad():
+            hsa.residual_gate.copy_(torch.linspace(-1.0, 2.0, 16))
     want, _, _ = _loop_hsa(hsa, tokens, mask, sentence, scale_agg=scale_agg, fusion=fusion)
     got = hsa(tokens, mask, sentence)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
@@ -123,9 +132,30 @@ def test_forward_matches_loop_oracle(kernels, scale_agg, fusion):
     torch.testing.assert_close(got64, want, rtol=1e-10, atol=1e-12)
 
 
+def test_residual_form_is_the_identity_at_init_and_its_gate_learns_first():
+    tokens, mask, sentence = _inputs()
+    hsa = _hsa()
+    assert hsa.fusion == "residual" and torch.equal(hsa.residual_gate, torch.zeros(16))
+    out = hsa(tokens, mask, sentence)
+    assert torch.equal(out, sentence)                            # q = q̄ exactly while g = 0
+    out.square().sum().backward()
+    _, u, _ = _loop_hsa(hsa, tokens, mask, sentence, fusion="residual")
+    # dL/dg = Σ_n 2 q̄_n ⊙ u_n: the gate gets a gradient, the phrase path none until g moves
+    torch.testing.assert_close(hsa.residual_gate.grad.double(), (2 * sentence.double() * u).sum(0),
+                               rtol=1e-5, atol=1e-6)
+    assert hsa.residual_gate.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for n, p in hsa.named_parameters()
+               if n != "residual_gate")
+    with torch.no_grad():
+        hsa.residual_gate.fill_(0.5)
+    hsa.zero_grad()
+    hsa(tokens, mask, sentence).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in hsa.parameters())
+
+
 def test_gate_in_unit_interval_and_near_half_at_init():
     tokens, mask, sentence = _inputs()
-    hsa = _hsa(hidden=16)
+    hsa = _hsa(hidden=16, fusion="gate")
     _, u, z = _loop_hsa(hsa, tokens, mask, sentence)
     assert ((z > 0) & (z < 1)).all()
     # weights N(0, 0.02²) and zero bias: z scatters a few hundredths around 0.5
@@ -153,7 +183,7 @@ def test_scale_attention_weights_sum_to_one_and_mean_aggregation_is_uniform():
 
 def test_padding_invariance():
     tokens, mask, sentence = _inputs()
-    hsa = _hsa()
+    hsa = _hsa(fusion="gate")
     base = hsa(tokens, mask, sentence)
     extra = torch.randn(3, 4, 16) * 10.0
     longer = hsa(torch.cat([tokens, extra], 1), torch.cat([mask, torch.zeros(3, 4)], 1), sentence)
@@ -165,7 +195,7 @@ def test_padding_invariance():
 
 def test_gradients_reach_every_parameter():
     tokens, mask, sentence = _inputs()
-    hsa = _hsa()
+    hsa = _hsa(fusion="gate")
     hsa(tokens, mask, sentence).square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in hsa.parameters())
 

@@ -6,7 +6,13 @@ import math
 import pytest
 import torch
 
-from methods.losses.krd import KRDInputError, refine_target, select_segment, smooth_scores
+from methods.losses.krd import (
+    KRDInputError,
+    refine_target,
+    select_segment,
+    smooth_scores,
+    window_sizes,
+)
 
 PAD = 100.0  # a huge value in padded slots: if padding ever entered a window it would show
 
@@ -119,7 +125,8 @@ def _oracle(r, mask, window, delta, lam, tau, refined, smooth):
     for i in range(r.shape[0]):
         idx = [t for t in range(r.shape[1]) if mask[i, t] > 0]
         vals = {t: float(r[i, t]) for t in idx}
-        half = (window - 1) // 2
+        w = window if isinstance(window, int) else int(window[i])
+        half = (w - 1) // 2
         sm = {}
         for t in idx:
             win = [vals[u] for u in idx if abs(u - t) <= half]
@@ -176,3 +183,35 @@ def test_plateau_from_a_window_wider_than_the_video_is_kept_whole():
     r = torch.rand(500, 10, generator=g, dtype=torch.float64) * 0.6 - 0.1
     got = refine_target(r, mask, window=9, delta=0.0, lam=1.0, temperature=0.2)
     assert torch.allclose(got, mask / lengths[:, None])
+
+
+def test_window_sizes_grow_with_the_video_and_respect_the_minimum():
+    lengths = torch.tensor([1, 9, 10, 39, 40, 64, 128])
+    mask = (torch.arange(128)[None] < lengths[:, None]).float()
+    # w = max(w_min, 2⌊f·n/2⌋ + 1), f = 0.1: ⌊0.05, .45, .5, 1.95, 2, 3.2, 6.4⌋ -> 1,1,1,3,5,7,13
+    assert window_sizes(mask, 1, 0.1).tolist() == [1, 1, 1, 3, 5, 7, 13]
+    assert window_sizes(mask, 5, 0.1).tolist() == [5, 5, 5, 5, 5, 7, 13]
+    assert window_sizes(mask, 3, 0.0).tolist() == [3] * 7           # the fixed window
+    with pytest.raises(KRDInputError, match="krd.window_fraction"):
+        window_sizes(mask, 1, 1.5)
+    with pytest.raises(KRDInputError, match="krd.window"):
+        window_sizes(mask, 2, 0.1)
+
+
+def test_per_row_windows_match_the_oracle_and_a_constant_row_window_is_the_int_window():
+    g = torch.Generator().manual_seed(3)
+    n, t = 9, 14
+    r = torch.rand(n, t, generator=g, dtype=torch.float64)
+    lengths = torch.randint(1, t + 1, (n,), generator=g)
+    mask = (torch.arange(t)[None] < lengths[:, None]).double()
+    rows = torch.tensor([1, 3, 5, 7, 9, 1, 3, 11, 5])
+    for smooth in ("mean", "max"):
+        got = refine_target(r, mask, window=rows, delta=0.3, lam=0.6, temperature=0.2, smooth=smooth)
+        want = _oracle(r, mask, rows, 0.3, 0.6, 0.2, "softmax", smooth)
+        assert torch.allclose(got, want, atol=1e-10), smooth
+        same = torch.full((n,), 5)
+        assert torch.equal(smooth_scores(r, mask, same, smooth), smooth_scores(r, mask, 5, smooth))
+    with pytest.raises(KRDInputError, match="odd"):
+        smooth_scores(r, mask, torch.full((n,), 4))
+    with pytest.raises(KRDInputError, match="shape"):
+        smooth_scores(r, mask, torch.full((n + 1,), 3))

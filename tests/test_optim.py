@@ -12,6 +12,7 @@ from benchmark.config import OptimConfig
 from benchmark.training.optim import (
     BertAdam,
     build_optimizer,
+    gate_names,
     no_decay_names,
     parameter_groups,
     warmup_linear,
@@ -200,3 +201,59 @@ def test_lr_schedule_over_a_run():
         seen.append(opt.current_lr())
     assert seen[0] == 0.0 and seen[5] == pytest.approx(0.5) and seen[10] == pytest.approx(1.0)
     assert seen[55] == pytest.approx(0.5) and seen[-1] == pytest.approx(1 / 90)
+
+
+class _WithGates(nn.Module):
+    gate_parameters = frozenset({"mix", "absent"})    # a name not built is ignored
+
+    def __init__(self, multiplier=None):
+        super().__init__()
+        self.block = _Block()
+        self.mix = nn.Parameter(torch.zeros(2))
+        if multiplier is not None:
+            self.gate_lr_multiplier = multiplier
+
+
+def test_gate_parameters_get_no_decay_and_their_own_lr_multiplier():
+    model = _WithGates(multiplier=10.0)
+    assert gate_names(model) == {"mix"} and "mix" in no_decay_names(model)
+    opt = build_optimizer(model, OptimConfig(lr=0.01, max_grad_norm=0.0), t_total=0)
+    (gates,) = [g for g in opt.param_groups if g["lr_scale"] != 1.0]
+    assert [id(p) for p in gates["params"]] == [id(model.mix)] and gates["weight_decay"] == 0.0
+    assert opt.scheduled_lr(gates, 0) == pytest.approx(0.1)
+    assert all(id(model.mix) not in {id(p) for p in g["params"]} for g in opt.param_groups
+               if g is not gates)
+    # one step from zero state: update m/(√v+ε) = 0.1/(√0.001+1e-6) per entry, times the group lr
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = model.block.scale.detach().clone()
+    opt.step()
+    step = 0.1 / (0.001 ** 0.5 + 1e-6)
+    assert torch.allclose(model.mix, torch.full((2,), -0.1 * step))
+    assert torch.allclose(model.block.scale, before - 0.01 * (step + 0.01 * before))   # decayed
+    with pytest.raises(ValueError, match="gate_lr_multiplier"):
+        parameter_groups(model, 0.01, gate_lr_multiplier=0.0)
+
+
+def test_models_without_gates_keep_exactly_the_two_reference_groups():
+    # every method without gate parameters (ms-sl, dl-dkd, dl-dkd++) trains bit for bit as before
+    block = _Block()
+    groups = parameter_groups(block, 0.01, gate_lr_multiplier=7.0)
+    assert [len(g["params"]) for g in groups] == [2, 5] and all("lr_scale" not in g for g in groups)
+    torch.manual_seed(0)
+    a, b = _WithGates(), _WithGates(multiplier=1.0)
+    b.load_state_dict(a.state_dict())
+    two = BertAdam(  # the pre-gate grouping: the gate in the plain no-decay group
+        [{"params": [p for n, p in a.named_parameters() if n not in no_decay_names(a)],
+          "weight_decay": 0.01},
+         {"params": [p for n, p in a.named_parameters() if n in no_decay_names(a)],
+          "weight_decay": 0.0}], lr=0.01, t_total=20, warmup=OptimConfig().warmup_proportion)
+    three = build_optimizer(b, OptimConfig(lr=0.01), t_total=20)
+    assert len(three.param_groups) == 3
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            pa.grad = torch.randn(pa.shape, generator=g)
+            pb.grad = pa.grad.clone()
+        two.step(), three.step()
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))

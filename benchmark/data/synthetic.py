@@ -33,6 +33,26 @@ noise, so the teacher is informative but beatable by a student that learns to in
 student views. A mean-pooled video dilutes ``z_q`` by the moment's share of frames, so
 mean-pool scores fall at low M/V while max-over-frames scores do not.
 
+Diagnostic factors (``DiagnosticFactors``; docs/datasets.md §8.5)
+-----------------------------------------------------------------
+Options that plant the phenomenon each kdc-net module claims to exploit, each off by default;
+with every knob off the generator writes exactly the bytes it wrote before the factors existed
+(the marker then carries no ``factors`` entry; a collection with a factor on records all of them
+there). Each factor draws from its own random stream, so switching one on changes nothing else:
+
+* ``query_phrases`` P > 1 (HSA): a query's inner tokens form P contiguous phrases; one phrase,
+  chosen at random, describes the query's event z_q, the others describe distractor events
+  drawn from a small recurring bank (``phrase_bank``), so the evidence sits in one phrase;
+* ``video_stretch`` f > 1 and ``moment_parts`` m > 1 (DTA): videos f times longer with moments
+  of the same length (M/V divided by f), and each moment frame shows one of m disjoint groups of
+  z_q's coordinates (×√m), cycling frame by frame: one frame matches its query weakly, any m
+  consecutive frames hold the whole event, so local temporal context pays;
+* ``teacher_time_noise`` σ > 0 (KRD): extra teacher-only noise σ/√K per frame on the teacher's
+  frame latent, independent across frames: the teacher's frame similarities jitter in time.
+
+The teacher's text features always see z_q only, and labels (moments, relevance) are derived
+as without the factors.
+
 Shapes: ``Nv`` videos, ``Nq`` queries, ``F`` frames of a split, ``K`` latent size.
 """
 from __future__ import annotations
@@ -66,6 +86,7 @@ SUBWORD_RATE = 0.12
 _STREAM_IDS, _STREAM_DURATION, _STREAM_QPV, _STREAM_MV, _STREAM_WORDS = 0, 1, 2, 3, 4
 _STREAM_LATENT, _STREAM_FRAMES, _STREAM_TOKENS, _STREAM_TEXT, _STREAM_ANOMALY = 5, 6, 7, 8, 9
 _STREAM_TEACHER_FRAMES, _STREAM_TEACHER_TEXT = 10, 11
+_STREAM_PHRASES, _STREAM_TEACHER_TIME = 12, 13           # diagnostic factors only
 _MODEL_SPLIT = 99          # split slot of the collection-wide latent model
 
 
@@ -105,6 +126,36 @@ class SignalConfig:
     teacher_frame_noise: float = 0.4  # σ_tv
     teacher_text_scale: float = 8.0   # raw CLIP norms are O(10); stored unnormalised
     teacher_frame_scale: float = 10.0
+
+
+@dataclass(frozen=True)
+class DiagnosticFactors:
+    """Diagnostic factors of the module docstring; the defaults switch every one off."""
+
+    query_phrases: int = 1            # P, phrases per query (1: off) — HSA
+    phrase_bank: int = 16             # distinct distractor phrase events (recurring across queries)
+    video_stretch: float = 1.0        # f, videos f× longer, moments as long (1: off) — DTA
+    moment_parts: int = 1             # m, parts of an event shown frame by frame (1: off) — DTA
+    teacher_time_noise: float = 0.0   # σ, per-frame teacher-only latent noise (0: off) — KRD
+
+    def __post_init__(self) -> None:
+        checks = [(self.query_phrases >= 1, "query_phrases must be >= 1"),
+                  (self.phrase_bank >= 1, "phrase_bank must be >= 1"),
+                  (self.video_stretch >= 1.0, "video_stretch must be >= 1"),
+                  (self.moment_parts >= 1, "moment_parts must be >= 1"),
+                  (self.teacher_time_noise >= 0.0, "teacher_time_noise must be >= 0")]
+        for ok, message in checks:
+            if not ok:
+                raise GenerationError(f"diagnostic factor {message}; got {self}")
+
+    @property
+    def off(self) -> bool:
+        """True when every factor is off (the collection is today's profile byte for byte)."""
+        return (self.query_phrases == 1 and self.video_stretch == 1.0 and self.moment_parts == 1
+                and self.teacher_time_noise == 0.0)
+
+
+NO_FACTORS = DiagnosticFactors()
 
 
 @dataclass
@@ -147,6 +198,7 @@ class CollectionPlan:
     scale: str
     seed: int
     splits: dict[str, SplitPlan] = field(default_factory=dict)
+    factors: DiagnosticFactors = NO_FACTORS
 
 
 # --------------------------------------------------------------------------- sampling helpers
@@ -287,13 +339,18 @@ def _place_moments(profile: Profile, mv: np.ndarray, durations: np.ndarray,
     return np.stack([np.round(s, 2), np.round(e, 2)], axis=1)
 
 
-def plan_split(profile: Profile, split: str, video_ids: list[str], seed: int) -> SplitPlan:
-    """Annotations of one split (see ``SplitPlan``); vectorised over videos and queries."""
+def plan_split(profile: Profile, split: str, video_ids: list[str], seed: int,
+               factors: DiagnosticFactors = NO_FACTORS) -> SplitPlan:
+    """Annotations of one split (see ``SplitPlan``); vectorised over videos and queries.
+    ``factors.video_stretch`` f multiplies the durations and divides the M/V targets."""
     si = SPLITS.index(split)
     nv = len(video_ids)
     train = split == "train"
     durations = sample_durations(profile.duration_knots_train if train else profile.duration_knots,
                                  nv, _rng(seed, profile, si, _STREAM_DURATION))
+    stretch = factors.video_stretch
+    if stretch != 1.0:
+        durations = np.round(durations * stretch, 2)
     num_frames = np.maximum(1, np.round(durations * profile.frames_per_second)).astype(np.int64)
     qpv = quota_sample(profile.queries_per_video_train if train else profile.queries_per_video,
                        nv, _rng(seed, profile, si, _STREAM_QPV))
@@ -303,6 +360,8 @@ def plan_split(profile: Profile, split: str, video_ids: list[str], seed: int) ->
     cap_ids = [f"{video_ids[v]}#enc#{j}" for v, j in zip(query_video.tolist(), k.tolist())]
     rng = _rng(seed, profile, si, _STREAM_MV)
     mv_target = sample_mv(profile, nq, rng)
+    if stretch != 1.0:
+        mv_target = mv_target / stretch                                  # moments keep their length
     dur_q = durations[query_video]
     ts = _place_moments(profile, mv_target, dur_q, rng)
     mv = np.round(np.clip((np.minimum(ts[:, 1], dur_q) - np.maximum(ts[:, 0], 0)) / dur_q, 0, 1), 6)
@@ -316,15 +375,17 @@ def plan_split(profile: Profile, split: str, video_ids: list[str], seed: int) ->
                      frame_start, frame_end, words, tokens)
 
 
-def plan_collection(profile: str | Profile, scale: str, seed: int) -> CollectionPlan:
+def plan_collection(profile: str | Profile, scale: str, seed: int,
+                    factors: DiagnosticFactors = NO_FACTORS) -> CollectionPlan:
     """Annotations of all three splits; val and test hold separate videos."""
     prof = get_profile(profile) if isinstance(profile, str) else profile
     sizes = split_videos(prof, scale)
     ids = make_video_ids(prof, sum(sizes.values()), _rng(seed, prof, _MODEL_SPLIT, _STREAM_IDS))
-    plan = CollectionPlan(prof, scale, seed)
+    plan = CollectionPlan(prof, scale, seed, factors=factors)
     offset = 0
     for split in SPLITS:
-        plan.splits[split] = plan_split(prof, split, ids[offset: offset + sizes[split]], seed)
+        plan.splits[split] = plan_split(prof, split, ids[offset: offset + sizes[split]], seed,
+                                        factors)
         offset += sizes[split]
     return plan
 
@@ -384,9 +445,17 @@ class SplitLatents:
     frames: np.ndarray          # (F, K) frame latents, videos concatenated in split order
 
 
+def moment_part_masks(latent_dim: int, parts: int) -> np.ndarray:
+    """m disjoint contiguous groups of the K coordinates, scaled by √m. Shapes: -> (m, K)."""
+    group = np.arange(latent_dim) * parts // latent_dim                   # (K,) group of each dim
+    return (group[None, :] == np.arange(parts)[:, None]).astype(np.float32) * np.sqrt(parts)
+
+
 def draw_latents(plan: SplitPlan, model: LatentModel, cfg: SignalConfig, profile: Profile,
-                 seed: int) -> SplitLatents:
-    """Query events and frame latents h_{v,t} of one split (module docstring formula)."""
+                 seed: int, factors: DiagnosticFactors = NO_FACTORS) -> SplitLatents:
+    """Query events and frame latents h_{v,t} of one split (module docstring formula); with
+    ``factors.moment_parts`` m > 1, moment frame j (0-based in the moment) shows z_q on its
+    part j mod m only (``moment_part_masks``)."""
     rng = _rng(seed, profile, SPLITS.index(plan.split), _STREAM_LATENT)
     nv, nq, k = plan.num_videos, plan.num_queries, cfg.latent_dim
     z = _events(nq, model, cfg, rng)                                     # (Nq, K)
@@ -408,17 +477,26 @@ def draw_latents(plan: SplitPlan, model: LatentModel, cfg: SignalConfig, profile
     d_start = np.floor(rng.random(d_video.size) * (nf_d - d_len + 1)).astype(np.int64)
     d_end = (d_start + d_len).astype(np.int64)
 
-    def membership(video, start, end):
-        """Sparse (F, n_events) 0/1 matrix: event j covers frames [start_j, end_j) of its video."""
+    def covered(video, start, end):
+        """(frame row, event, position in the event) of every frame an event covers."""
         count = end - start
         event = np.repeat(np.arange(count.size), count)
         within = np.arange(event.size) - np.repeat(np.cumsum(count) - count, count)
-        rows = frame_offset[video][event] + start[event] + within
+        return frame_offset[video][event] + start[event] + within, event, within
+
+    def membership(video, start, end):
+        """Sparse (F, n_events) 0/1 matrix: event j covers frames [start_j, end_j) of its video."""
+        rows, event, _ = covered(video, start, end)
         return sparse.csr_matrix((np.ones(event.size, np.float32), (rows, event)),
-                                 shape=(n_frames, count.size))
+                                 shape=(n_frames, end.size))
 
     h = cfg.background_weight * background[frame_video]                 # (F, K)
-    h += membership(plan.query_video, plan.frame_start, plan.frame_end) @ z
+    if factors.moment_parts == 1:
+        h += membership(plan.query_video, plan.frame_start, plan.frame_end) @ z
+    else:
+        rows, event, within = covered(plan.query_video, plan.frame_start, plan.frame_end)
+        masks = moment_part_masks(k, factors.moment_parts)               # (m, K)
+        np.add.at(h, rows, z[event] * masks[within % factors.moment_parts])   # (n_cov, K) parts
     h += cfg.distractor_weight * (membership(d_video, d_start, d_end) @ d_latent)
     h += (cfg.frame_noise / np.sqrt(k)) * rng.standard_normal((n_frames, k), dtype=np.float32)
     return SplitLatents(z, h.astype(np.float32))
@@ -437,10 +515,18 @@ def student_frames(h: np.ndarray, model: LatentModel, cfg: SignalConfig,
 
 
 def teacher_frames(h: np.ndarray, model: LatentModel, cfg: SignalConfig,
-                   rng: np.random.Generator) -> np.ndarray:
-    """CLIP-like frame features G = s_v (h + σ_tv ε) P. Shapes: h (n, K) -> (n, d_t) float32."""
+                   rng: np.random.Generator, time_noise: float = 0.0,
+                   time_rng: np.random.Generator | None = None) -> np.ndarray:
+    """CLIP-like frame features G = s_v (h + σ_tv ε + σ_time η) P; the η term (teacher-only,
+    independent per frame, its own stream ``time_rng``) only when ``time_noise`` > 0.
+    Shapes: h (n, K) -> (n, d_t) float32."""
     noisy = h + (cfg.teacher_frame_noise / np.sqrt(cfg.latent_dim)) * rng.standard_normal(
         h.shape, dtype=np.float32)
+    if time_noise > 0.0:
+        if time_rng is None:
+            raise GenerationError("teacher_time_noise > 0 needs its own random stream")
+        noisy = noisy + (time_noise / np.sqrt(cfg.latent_dim)) * time_rng.standard_normal(
+            h.shape, dtype=np.float32)
     return (cfg.teacher_frame_scale * (noisy @ model.teacher_proj)).astype(np.float32)
 
 
@@ -452,9 +538,35 @@ def teacher_text(z: np.ndarray, model: LatentModel, cfg: SignalConfig,
     return (cfg.teacher_text_scale * (noisy @ model.teacher_proj)).astype(np.float32)
 
 
+def phrase_layout(tokens: np.ndarray, phrases: int, bank: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split each query's inner tokens into min(P, L - 2) contiguous phrases; pick the relevant
+    phrase and a bank event for every other phrase.
+
+    Returns ``phrase`` (Σ L,) the phrase of each token (-1 for <s> and </s>), ``relevant`` (n,)
+    the relevant phrase of each query, ``source`` (Σ L,) the bank event behind each token (-1
+    where the token describes the query's own event or is a marker).
+    """
+    n_tok = int(tokens.sum())
+    query = np.repeat(np.arange(tokens.size), tokens)                    # (Σ L,)
+    pos = np.arange(n_tok) - np.repeat(np.cumsum(tokens) - tokens, tokens)
+    inner = tokens - 2                                                   # (n,) ≥ 1
+    count = np.minimum(phrases, inner)                                   # (n,) phrases per query
+    inside = (pos > 0) & (pos < tokens[query] - 1)
+    phrase = np.where(inside, (pos - 1) * count[query] // np.maximum(inner[query], 1), -1)
+    relevant = np.floor(rng.random(tokens.size) * count).astype(np.int64)   # (n,)
+    events = rng.integers(0, bank, size=(tokens.size, phrases))          # (n, P) bank draws
+    source = np.where(inside & (phrase != relevant[query]),
+                      events[query, np.maximum(phrase, 0)], -1)
+    return phrase, relevant, source
+
+
 def student_tokens(z: np.ndarray, tokens: np.ndarray, model: LatentModel, cfg: SignalConfig,
-                   rng: np.random.Generator) -> np.ndarray:
-    """RoBERTa-like token features of a block of queries, concatenated.
+                   rng: np.random.Generator, bank: np.ndarray | None = None,
+                   source: np.ndarray | None = None) -> np.ndarray:
+    """RoBERTa-like token features of a block of queries, concatenated. With a phrase ``bank``
+    (B, K) and ``source`` (Σ L,) from ``phrase_layout``, tokens whose source is a bank event
+    describe that event (content) or carry its context (filler) instead of z_q's.
 
     Shapes: z (n, K), tokens (n,) -> (sum(tokens), d_q) float32.
     """
@@ -468,6 +580,8 @@ def student_tokens(z: np.ndarray, tokens: np.ndarray, model: LatentModel, cfg: S
     filler = rng.integers(0, n_fill, size=n_tok)
     filler = np.where(pos == 0, n_fill, np.where(last, n_fill + 1, filler))
     zq = z[query]                                                        # (n_tok, K)
+    if bank is not None and source is not None:
+        zq = np.where((source >= 0)[:, None], bank[np.maximum(source, 0)], zq)   # phrase events
     u = np.where(content[:, None], zq, model.fillers[filler] + cfg.context_weight * zq)
     u = u + (cfg.token_noise / np.sqrt(cfg.latent_dim)) * rng.standard_normal(u.shape, dtype=np.float32)
     y = _mlp(u.astype(np.float32), model.query_w1, model.query_b1, model.query_w2, model.query_b2)
@@ -590,12 +704,30 @@ def _write_text_files(layout: Layout, plan: CollectionPlan, anomalies: bool) -> 
     return summary
 
 
+def phrase_bank(plan: CollectionPlan, model: LatentModel, cfg: SignalConfig) -> np.ndarray | None:
+    """The distractor phrase events (B, K) of ``plan.factors`` (own stream), or None when off."""
+    f = plan.factors
+    if f.query_phrases == 1:
+        return None
+    return _events(f.phrase_bank, model, cfg, _rng(plan.seed, plan.profile, _MODEL_SPLIT, _STREAM_PHRASES))
+
+
+def _teacher_frames_of(plan: CollectionPlan, h: np.ndarray, model: LatentModel, cfg: SignalConfig,
+                       si: int, ci: int) -> np.ndarray:
+    """teacher_frames of chunk ``ci`` of split ``si`` with the factors' time noise (if any)."""
+    sigma = plan.factors.teacher_time_noise
+    time_rng = _rng(plan.seed, plan.profile, si, _STREAM_TEACHER_TIME, ci) if sigma > 0 else None
+    return teacher_frames(h, model, cfg, _rng(plan.seed, plan.profile, si, _STREAM_TEACHER_FRAMES, ci),
+                          sigma, time_rng)
+
+
 def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: bool = False,
                      signal: SignalConfig = SignalConfig()) -> None:
     """Write every file of the MS-SL layout for ``plan`` under ``collection_dir`` (= root/<c>)."""
     prof, seed = plan.profile, plan.seed
     layout = Layout.resolve(collection_dir.parent, collection_dir.name, prof.visual_feature)
     model = LatentModel.draw(prof, seed, signal)
+    bank = phrase_bank(plan, model, signal)
     summary = _write_text_files(layout, plan, anomalies)
     layout.bigfile_dir.mkdir(parents=True, exist_ok=True)
     total_frames = sum(int(sp.num_frames.sum()) for sp in plan.splits.values())
@@ -611,12 +743,12 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
         for split in SPLITS:
             sp = plan.splits[split]
             si = SPLITS.index(split)
-            latents = draw_latents(sp, model, signal, prof, seed)
+            latents = draw_latents(sp, model, signal, prof, seed, plan.factors)
             offsets = np.concatenate([[0], np.cumsum(sp.num_frames)])
             for ci, (a, b) in enumerate(_video_chunks(sp.num_frames, FRAME_CHUNK)):
                 h = latents.frames[offsets[a]: offsets[b]]                   # (n, K)
                 student_frames(h, model, signal, _rng(seed, prof, si, _STREAM_FRAMES, ci)).tofile(bin_f)
-                g = teacher_frames(h, model, signal, _rng(seed, prof, si, _STREAM_TEACHER_FRAMES, ci))
+                g = _teacher_frames_of(plan, h, model, signal, si, ci)
                 names = []
                 for v in range(a, b):
                     vid = sp.video_ids[v]
@@ -630,8 +762,12 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
             for ci, a in enumerate(range(0, sp.num_queries, QUERY_CHUNK)):
                 b = min(a + QUERY_CHUNK, sp.num_queries)
                 tok = sp.tokens[a:b]
+                source = None
+                if bank is not None:
+                    _, _, source = phrase_layout(tok, plan.factors.query_phrases, bank.shape[0],
+                                                 _rng(seed, prof, si, _STREAM_PHRASES, ci))
                 y = student_tokens(latents.query[a:b], tok, model, signal,
-                                   _rng(seed, prof, si, _STREAM_TOKENS, ci))     # (Σ L, d_q)
+                                   _rng(seed, prof, si, _STREAM_TOKENS, ci), bank, source)  # (Σ L, d_q)
                 c = teacher_text(latents.query[a:b], model, signal,
                                  _rng(seed, prof, si, _STREAM_TEACHER_TEXT, ci))  # (n, d_t)
                 for j, block in enumerate(np.split(y, np.cumsum(tok)[:-1])):
@@ -652,6 +788,8 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
         "signal": asdict(signal),
         "splits": summary,
     }
+    if not plan.factors.off:                 # absent when off: today's marker byte for byte
+        marker["factors"] = asdict(plan.factors)
     layout.synthetic_marker.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
@@ -666,10 +804,9 @@ def teacher_features(plan: CollectionPlan, split: str, signal: SignalConfig = Si
     prof, seed, sp = plan.profile, plan.seed, plan.splits[split]
     si = SPLITS.index(split)
     model = LatentModel.draw(prof, seed, signal)
-    latents = draw_latents(sp, model, signal, prof, seed)
+    latents = draw_latents(sp, model, signal, prof, seed, plan.factors)
     offsets = np.concatenate([[0], np.cumsum(sp.num_frames)])
-    frames = [teacher_frames(latents.frames[offsets[a]: offsets[b]], model, signal,
-                             _rng(seed, prof, si, _STREAM_TEACHER_FRAMES, ci))
+    frames = [_teacher_frames_of(plan, latents.frames[offsets[a]: offsets[b]], model, signal, si, ci)
               for ci, (a, b) in enumerate(_video_chunks(sp.num_frames, FRAME_CHUNK))]
     text = [teacher_text(latents.query[a: a + QUERY_CHUNK], model, signal,
                          _rng(seed, prof, si, _STREAM_TEACHER_TEXT, ci))
@@ -679,13 +816,15 @@ def teacher_features(plan: CollectionPlan, split: str, signal: SignalConfig = Si
 
 
 def generate(profile: str, scale: str, seed: int, out: str | Path, *, anomalies: bool = False,
-             overwrite: bool = False, signal: SignalConfig = SignalConfig()) -> Path:
+             overwrite: bool = False, signal: SignalConfig = SignalConfig(),
+             factors: DiagnosticFactors = NO_FACTORS) -> Path:
     """Generate ``out/<profile>/`` (atomically: written to a sibling temp dir, then renamed).
 
     Returns the collection directory. An existing collection is an error unless ``overwrite``.
+    ``factors`` plants the diagnostic factors (module docstring); off, nothing changes.
     """
     prof = get_profile(profile)
-    plan = plan_collection(prof, scale, seed)
+    plan = plan_collection(prof, scale, seed, factors)
     out = Path(out)
     target = out / prof.name
     if target.exists() and not overwrite:

@@ -25,6 +25,15 @@ or its module lists it in a ``no_weight_decay_parameters`` class attribute
 that must not be decayed whatever they are called. That is how a parameter the reference has
 no counterpart for says which group it belongs to (e.g. DTA's scalar gate logit
 ``gamma_logit``) without relying on its name.
+
+Gate group (:func:`gate_names`): a module may list, in a ``gate_parameters`` class or instance
+attribute (:data:`GATE_ATTRIBUTE`), the names of its own parameters that are gates or mixing
+weights (a scalar or vector that opens one of the module's paths, such as HSA's residual gate
+or DTA's γ logit). They get no weight decay and their own group, whose lr is the run's lr times
+the model's ``gate_lr_multiplier`` attribute (:data:`GATE_LR_ATTRIBUTE`; 1 when the model has
+none, so every method without gates trains exactly as before). Why: BertAdam moves a parameter
+by about lr per step whatever its gradient's size, so a gate that starts closed (0) would
+barely move in a run of a few hundred steps at lr ≈ 3e-4.
 """
 from __future__ import annotations
 
@@ -40,6 +49,10 @@ REFERENCE_WEIGHT_DECAY = 0.01
 NO_DECAY_NAME_PARTS = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 #: Class attribute of a module: names of its own parameters that get no weight decay.
 NO_DECAY_ATTRIBUTE = "no_weight_decay_parameters"
+#: Attribute of a module: names of its own gate/mixing parameters (no decay, gate-group lr).
+GATE_ATTRIBUTE = "gate_parameters"
+#: Attribute of the model: lr multiplier of the gate group (absent: 1).
+GATE_LR_ATTRIBUTE = "gate_lr_multiplier"
 
 
 def warmup_linear(x: float, warmup: float) -> float:
@@ -49,9 +62,23 @@ def warmup_linear(x: float, warmup: float) -> float:
     return max((x - 1.0) / (warmup - 1.0), 0.0)
 
 
+def gate_names(model: nn.Module) -> set[str]:
+    """Qualified names of the gate and mixing parameters (:data:`GATE_ATTRIBUTE`); a listed name
+    the module did not build is ignored, as for the no-decay list."""
+    names: set[str] = set()
+    for mod_name, module in model.named_modules():
+        listed = frozenset(getattr(module, GATE_ATTRIBUTE, ()))
+        for p_name, _ in module.named_parameters(recurse=False):
+            if p_name in listed:
+                names.add(f"{mod_name}.{p_name}" if mod_name else p_name)
+    return names
+
+
 def no_decay_names(model: nn.Module) -> set[str]:
-    """Qualified names of the parameters that get no weight decay (rule in the module docstring)."""
+    """Qualified names of the parameters that get no weight decay (rule in the module docstring;
+    gate parameters included)."""
     names = {n for n, _ in model.named_parameters() if any(part in n for part in NO_DECAY_NAME_PARTS)}
+    names |= gate_names(model)
     for mod_name, module in model.named_modules():
         listed = frozenset(getattr(module, NO_DECAY_ATTRIBUTE, ()))
         for p_name, _ in module.named_parameters(recurse=False):
@@ -60,13 +87,23 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups of trainable parameters: decayed (``weight_decay``) and not decayed (0)."""
-    skip = no_decay_names(model)
+def parameter_groups(model: nn.Module, weight_decay: float,
+                     gate_lr_multiplier: float = 1.0) -> list[dict]:
+    """Groups of trainable parameters, empty ones dropped: decayed (``weight_decay``), not
+    decayed (0), and the gates (weight decay 0, ``lr_scale = gate_lr_multiplier``).
+
+    A model without gate parameters gets exactly the two groups it got before the gate group
+    existed, in the same order.
+    """
+    if not gate_lr_multiplier > 0:
+        raise ValueError(f"gate_lr_multiplier must be > 0, got {gate_lr_multiplier}")
+    skip, gates = no_decay_names(model), gate_names(model)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in params if n not in skip], "weight_decay": weight_decay},
-        {"params": [p for n, p in params if n in skip], "weight_decay": 0.0},
+        {"params": [p for n, p in params if n in skip and n not in gates], "weight_decay": 0.0},
+        {"params": [p for n, p in params if n in gates], "weight_decay": 0.0,
+         "lr_scale": float(gate_lr_multiplier)},
     ]
     return [g for g in groups if g["params"]]
 
@@ -75,7 +112,8 @@ class BertAdam(torch.optim.Optimizer):
     """Adam without bias correction, decoupled weight decay, per-tensor clipping, warmup_linear.
 
     ``t_total`` is the number of optimiser steps of the whole run (steps_per_epoch × epochs);
-    ``t_total <= 0`` keeps the lr constant, as the reference does with t_total = -1.
+    ``t_total <= 0`` keeps the lr constant, as the reference does with t_total = -1. A group's
+    ``lr_scale`` (default 1) multiplies its lr (the gate group of :func:`parameter_groups`).
     """
 
     def __init__(self, params: Iterable, *, lr: float, t_total: int, warmup: float = 0.01,
@@ -89,16 +127,18 @@ class BertAdam(torch.optim.Optimizer):
         if not 0.0 <= warmup < 1.0:
             raise ValueError(f"warmup must be in [0, 1), got {warmup}")
         defaults = dict(lr=lr, t_total=t_total, warmup=warmup, weight_decay=weight_decay,
-                        max_grad_norm=max_grad_norm, betas=betas, eps=eps)
+                        max_grad_norm=max_grad_norm, betas=betas, eps=eps, lr_scale=1.0)
         super().__init__(params, defaults)
         self.clip = clip
         self.bias_correction = bias_correction
 
     def scheduled_lr(self, group: dict, step: int) -> float:
-        """lr × warmup_linear(step / t_total) for a tensor that has taken ``step`` steps."""
+        """lr × lr_scale × warmup_linear(step / t_total) for a tensor that has taken ``step`` steps
+        (lr_scale 1 multiplies exactly, so groups without one are unchanged bit for bit)."""
+        lr = group["lr"] * group.get("lr_scale", 1.0)       # absent in pre-gate checkpoints
         if group["t_total"] <= 0:
-            return group["lr"]
-        return group["lr"] * warmup_linear(step / group["t_total"], group["warmup"])
+            return lr
+        return lr * warmup_linear(step / group["t_total"], group["warmup"])
 
     def current_lr(self) -> float:
         """The lr the most recent step used (0 steps: the lr the first step will use)."""
@@ -154,8 +194,10 @@ class BertAdam(torch.optim.Optimizer):
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, t_total: int) -> BertAdam:
-    """The reference optimiser for ``model`` with ``t_total = steps_per_epoch × epochs``."""
+    """The reference optimiser for ``model`` with ``t_total = steps_per_epoch × epochs``; the
+    gate group's lr multiplier is the model's ``gate_lr_multiplier`` attribute (1 if absent)."""
     wd = REFERENCE_WEIGHT_DECAY if cfg.weight_decay_source == "reference" else cfg.weight_decay
-    return BertAdam(parameter_groups(model, wd), lr=cfg.lr, t_total=t_total,
+    multiplier = float(getattr(model, GATE_LR_ATTRIBUTE, 1.0))
+    return BertAdam(parameter_groups(model, wd, multiplier), lr=cfg.lr, t_total=t_total,
                     warmup=cfg.warmup_proportion, max_grad_norm=cfg.max_grad_norm, clip=cfg.clip,
                     bias_correction=cfg.bias_correction, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)

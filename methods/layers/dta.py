@@ -10,18 +10,27 @@ video with n valid frames:
     c_h,i  = clip(τ_i + s_max tanh(u_h·Q_h,i + u_h0), 0, 1)
     σ_h,i  = clip(σ_0 exp(v_h·Q_h,i + v_h0), σ_min, σ_max)
     G_h,ij = -(τ_j - c_h,i)² / (2 σ_h,i²)
-    A_h    = (1 - γ_h) softmax_j(L_h) + γ_h softmax_j(L_h + G_h),   γ_h = sigmoid(ρ_h)
+    A_h    = (1 - γ_h) softmax_j(L_h) + γ_h softmax_j(L_h + G_h)
+    γ_h    = tanh(ρ_h), ρ_h init atanh(γ_0)      (gamma_form="tanh", the default)
+          or sigmoid(ρ_h), ρ_h init logit(γ_0)   (gamma_form="sigmoid", the first reconstruction)
 
 Padded keys are set to the dtype's minimum in both softmaxes (after G is added), so they get
 exactly zero weight. Q is the frame's own attention query: the encoding never sees the text,
 which keeps videos cacheable and ``score`` separable. b, u, v start at 0 (an explicit exception
-to the N(0, 0.02²) rule), ρ at logit(γ_0): at the start every frame's window is centred on itself
-with width σ_0.
+to the N(0, 0.02²) rule), ρ at atanh(γ_0) or logit(γ_0): at the start every frame's window is
+centred on itself with width σ_0.
+
+Identity at initialisation (issue 13): with the tanh form and γ_0 = 0 (the defaults) γ = 0 and
+b = 0, so A is exactly the §2 softmax and DTA computes what SelfAttentionLayer computes; ρ still
+gets a gradient (dA/dγ = softmax(L + G) − softmax(L) ≠ 0) and the window opens as it learns.
+The sigmoid form cannot reach γ = 0 (γ_0 = 0.5 was the first reconstruction's default). Under
+tanh γ may turn negative: rows of A still sum to 1, but a row may then hold negative weights
+(the layer subtracts local context); |γ| < 1 always.
 """
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -43,20 +52,25 @@ class DynamicTemporalAttention(SelfAttentionLayer):
     h(2R+1) + h(2 d_h + 2) + h, i.e. 1,040 for h = 4, d_h = 96, R = 32.
 
     Weight decay (benchmark/training/optim.py): ``gamma_logit`` ρ is a per-head scalar gate
-    logit, not a projection weight; decaying it would pull γ towards 0.5 for no reason, so it is
-    listed in ``no_weight_decay_parameters`` and gets none. ``rel_bias``, ``centre_bias`` and
-    ``width_bias`` get none by the reference's "bias" name rule; ``centre_weight`` and
-    ``width_weight`` are projection weights and are decayed like the Linear weights.
+    logit, not a projection weight; decaying it would pull γ towards γ(0) (0.5 under sigmoid)
+    for no reason, so it is listed in ``no_weight_decay_parameters`` and gets none. It is also
+    a gate (``gate_parameters``): it trains at the gate group's learning-rate multiplier.
+    ``rel_bias``, ``centre_bias`` and ``width_bias`` get none by the reference's "bias" name
+    rule; ``centre_weight`` and ``width_weight`` are projection weights and are decayed like the
+    Linear weights.
 
     Shapes: x (B, T, D), mask (B, T) float 1/0 or None -> (B, T, D).
     """
 
     #: read by benchmark.training.optim.no_decay_names (NO_DECAY_ATTRIBUTE)
     no_weight_decay_parameters: ClassVar[frozenset[str]] = frozenset({"gamma_logit"})
+    #: read by benchmark.training.optim.gate_names (GATE_ATTRIBUTE)
+    gate_parameters: ClassVar[frozenset[str]] = frozenset({"gamma_logit"})
 
     def __init__(self, hidden: int, heads: int, dropout: float, *, rel_pos: bool = True,
                  window: bool = True, adaptive: bool = True, learn_gamma: bool = True,
-                 sigma0: float = 0.1, gamma0: float = 0.5, max_shift: float = 0.25,
+                 sigma0: float = 0.1, gamma0: float = 0.0,
+                 gamma_form: Literal["tanh", "sigmoid"] = "tanh", max_shift: float = 0.25,
                  sigma_min: float = 0.01, sigma_max: float = 1.0, rel_pos_max: int = 32) -> None:
         super().__init__(hidden, heads, dropout)
         if rel_pos_max < 0:
@@ -68,15 +82,21 @@ class DynamicTemporalAttention(SelfAttentionLayer):
             raise DTAConfigError(f"dta.sigma0 must be > 0; got {sigma0}")
         if max_shift < 0:
             raise DTAConfigError(f"dta.max_shift must be >= 0; got {max_shift}")
-        if learn_gamma and window and not 0.0 < gamma0 < 1.0:
-            raise DTAConfigError(f"dta.gamma0 must lie in (0, 1) when dta.learn_gamma is true "
-                                 f"(logit(γ0) initialises ρ); got {gamma0}")
+        if gamma_form not in ("tanh", "sigmoid"):
+            raise DTAConfigError(f"dta.gamma_form must be 'tanh' or 'sigmoid'; got {gamma_form!r}")
+        if learn_gamma and window and gamma_form == "sigmoid" and not 0.0 < gamma0 < 1.0:
+            raise DTAConfigError(f"dta.gamma0 must lie in (0, 1) when dta.learn_gamma is true and "
+                                 f"dta.gamma_form is 'sigmoid' (logit(γ0) initialises ρ); got {gamma0}")
+        if learn_gamma and window and gamma_form == "tanh" and not 0.0 <= gamma0 < 1.0:
+            raise DTAConfigError(f"dta.gamma0 must lie in [0, 1) when dta.learn_gamma is true and "
+                                 f"dta.gamma_form is 'tanh' (atanh(γ0) initialises ρ); got {gamma0}")
         if not 0.0 <= gamma0 <= 1.0:
             raise DTAConfigError(f"dta.gamma0 must lie in [0, 1]; got {gamma0}")
         self.use_rel_pos = rel_pos
         self.use_window = window
         self.adaptive = adaptive and window
         self.learn_gamma = learn_gamma and window
+        self.gamma_form = gamma_form
         self.sigma0, self.gamma0, self.max_shift = float(sigma0), float(gamma0), float(max_shift)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.rel_pos_max = int(rel_pos_max)
@@ -89,7 +109,10 @@ class DynamicTemporalAttention(SelfAttentionLayer):
             self.width_weight = nn.Parameter(torch.zeros(heads, self.head_dim))      # v_h
             self.width_bias = nn.Parameter(torch.zeros(heads))                       # v_h0
         if self.learn_gamma:
-            logit = math.log(self.gamma0 / (1.0 - self.gamma0))
+            if gamma_form == "tanh":
+                logit = math.atanh(self.gamma0)
+            else:
+                logit = math.log(self.gamma0 / (1.0 - self.gamma0))
             self.gamma_logit = nn.Parameter(torch.full((heads,), logit))             # ρ_h
 
     def relative_bias(self, length: int, device=None) -> Tensor:
@@ -99,10 +122,12 @@ class DynamicTemporalAttention(SelfAttentionLayer):
         return self.rel_bias[:, offset + self.rel_pos_max]                          # (h, T, T)
 
     def gamma(self) -> Tensor:
-        """γ_h, learnable sigmoid(ρ_h) or the fixed γ_0. Shapes: -> (h,)."""
+        """γ_h, learnable tanh(ρ_h) or sigmoid(ρ_h), or the fixed γ_0. Shapes: -> (h,)."""
         if not self.use_window:
             return torch.zeros(self.heads)
         if self.learn_gamma:
+            if self.gamma_form == "tanh":
+                return torch.tanh(self.gamma_logit)
             return torch.sigmoid(self.gamma_logit)
         return torch.full((self.heads,), self.gamma0)
 

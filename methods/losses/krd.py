@@ -7,7 +7,9 @@ the KL itself is ``methods.losses.distill.frame_kd_loss(..., target=P_tgt)``.
 
 For one query with positive video of n valid frames and teacher frame relevance r_t:
 
-1. smoothing, odd window w:   r̃_t = mean{ r_t' : |t'-t| ≤ (w-1)/2, t' valid }   (or max)
+1. smoothing, odd window w:   r̃_t = mean{ r_t' : |t'-t| ≤ (w-1)/2, t' valid }   (or max);
+                                w is fixed, or per query w = max(w_min, 2⌊f·n/2⌋ + 1) for a
+                                fraction f of the n valid frames (:func:`window_sizes`)
 2. segment selection:          S = { t : r̃_t ≥ M - δ (M - m) },  M = max r̃, m = min r̃
 3. refined target:             P^ref_t = exp(r̃_t/τ) / Σ_{t'∈S} exp(r̃_t'/τ)  on S, else 0
                                 (or uniform 1/|S| on S)
@@ -43,38 +45,81 @@ def _check_inputs(r: Tensor, mask: Tensor) -> Tensor:
     return valid
 
 
-def _check_window(window: int) -> None:
+def _check_window(window: int | Tensor, rows: int) -> Tensor | int:
+    """The half-width (w - 1)/2: an int for one window, a (Nq,) long tensor for one per row."""
+    if isinstance(window, Tensor):
+        if window.shape != (rows,) or window.dtype.is_floating_point or window.dtype == torch.bool:
+            raise KRDInputError(f"krd window per row must be an integer tensor of shape ({rows},); "
+                                f"got {window.dtype} {tuple(window.shape)}")
+        if rows and bool(((window < 1) | (window % 2 == 0)).any()):
+            raise KRDInputError(f"krd window per row must hold positive odd integers; got "
+                                f"{sorted(set(window.tolist()))}")
+        return (window.long() - 1) // 2                                         # (Nq,)
     if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
         raise KRDInputError(f"krd.window must be a positive odd integer (a centred window); "
                             f"got {window!r}")
+    return (window - 1) // 2
+
+
+def window_sizes(mask: Tensor, minimum: int, fraction: float) -> Tensor:
+    """Per-query odd window w = max(w_min, 2⌊f·n/2⌋ + 1) for n valid frames (§9.3.5 step 1).
+
+    The window grows with the video, so a short moment inside a long video is blurred by the
+    same share of the video as a long one, and never by less than ``minimum`` frames.
+    ``fraction = 0`` gives ``minimum`` for every row (the fixed window of the first
+    reconstruction). Shapes: mask (Nq, T) float 1/0 -> (Nq,) long.
+    """
+    _check_window(minimum, 0)
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise KRDInputError(f"krd.window_fraction must lie in [0, 1]; got {fraction!r}")
+    n = (mask > 0).sum(dim=1).to(torch.float64)                                 # (Nq,)
+    half = torch.floor(float(fraction) * n / 2.0).long()                       # (Nq,) ⌊f·n/2⌋
+    return torch.clamp(2 * half + 1, min=minimum)                               # (Nq,) odd
 
 
 @torch.no_grad()
-def smooth_scores(r: Tensor, mask: Tensor, window: int,
+def smooth_scores(r: Tensor, mask: Tensor, window: int | Tensor,
                   op: Literal["mean", "max"] = "mean") -> Tensor:
     """Centred moving mean (or max) of r over valid frames, truncated at the ends (§9.3.5 step 1).
 
     mean: r̃ = conv(r·μ, 1_w) / conv(μ, 1_w), so the divisor counts only the valid frames inside
     each window and padding never enters. max: the largest valid r in the window.
     Padded positions of the output are 0. ``window=1`` returns r exactly on valid frames.
+    ``window`` is one odd width for every row, or a (Nq,) integer tensor of odd widths, one per
+    row (:func:`window_sizes`); all rows are smoothed at once through the widest window, with
+    the offsets beyond a row's own half-width masked out.
 
-    Shapes: r (Nq, T); mask (Nq, T) float 1/0 -> (Nq, T).
+    Shapes: r (Nq, T); mask (Nq, T) float 1/0; window int or (Nq,) -> (Nq, T).
     """
-    _check_window(window)
     valid = _check_inputs(r, mask)
+    half = _check_window(window, r.shape[0])
     if op not in ("mean", "max"):
         raise KRDInputError(f"krd.smooth must be 'mean' or 'max'; got {op!r}")
-    half = (window - 1) // 2
-    # windows as a strided view: (Nq, T, w) with w ≤ 9 in every sweep, cheaper than a conv
+    if isinstance(half, Tensor):
+        top = int(half.max()) if half.numel() else 0
+    else:
+        top = half
+    width = 2 * top + 1
+    inside = None                                                               # every offset
+    if isinstance(half, Tensor):
+        offsets = torch.arange(-top, top + 1, device=r.device).abs()            # (w,)
+        inside = (offsets[None, :] <= half.to(r.device)[:, None])[:, None, :]   # (Nq, 1, w)
+    # windows as a strided view: (Nq, T, w), w small (a fraction of ≤ 128 frames)
     if op == "mean":
         mu = valid.to(r.dtype)                                                  # (Nq, T)
-        sums = F.pad(r * mu, (half, half)).unfold(1, window, 1).sum(-1)         # (Nq, T) conv(r·μ, 1_w)
-        counts = F.pad(mu, (half, half)).unfold(1, window, 1).sum(-1)           # (Nq, T) conv(μ, 1_w)
+        r_windows = F.pad(r * mu, (top, top)).unfold(1, width, 1)               # (Nq, T, w)
+        mu_windows = F.pad(mu, (top, top)).unfold(1, width, 1)                  # (Nq, T, w)
+        if inside is not None:
+            r_windows, mu_windows = r_windows * inside, mu_windows * inside
+        sums, counts = r_windows.sum(-1), mu_windows.sum(-1)                    # (Nq, T) conv(·, 1_w)
         smoothed = sums / counts.clamp(min=1.0)                                 # (Nq, T)
     else:
         low = torch.finfo(r.dtype).min
-        filled = F.pad(r.masked_fill(~valid, low), (half, half), value=low)     # (Nq, T+w-1)
-        smoothed = filled.unfold(1, window, 1).amax(-1)                         # (Nq, T)
+        filled = F.pad(r.masked_fill(~valid, low), (top, top), value=low)       # (Nq, T+w-1)
+        windows = filled.unfold(1, width, 1)                                    # (Nq, T, w)
+        if inside is not None:
+            windows = windows.masked_fill(~inside, low)
+        smoothed = windows.amax(-1)                                             # (Nq, T)
     return smoothed.masked_fill(~valid, 0.0)
 
 
@@ -108,7 +153,7 @@ def select_segment(smoothed: Tensor, mask: Tensor, delta: float) -> Tensor:
 
 
 @torch.no_grad()
-def refine_target(r: Tensor, mask: Tensor, *, window: int, delta: float, lam: float,
+def refine_target(r: Tensor, mask: Tensor, *, window: int | Tensor, delta: float, lam: float,
                   temperature: float, refined: Literal["softmax", "uniform"] = "softmax",
                   smooth: Literal["mean", "max"] = "mean") -> Tensor:
     """KRD distillation target P^tgt = λ P^ref + (1-λ) P^raw (docs/methods.md §9.3.5).
@@ -119,7 +164,7 @@ def refine_target(r: Tensor, mask: Tensor, *, window: int, delta: float, lam: fl
     get exactly 0.
 
     Shapes: r (Nq, T) teacher frame relevance of each query's positive video; mask (Nq, T)
-    float 1/0 of that video's frames -> (Nq, T).
+    float 1/0 of that video's frames; window int or (Nq,) per row -> (Nq, T).
     """
     if not 0.0 <= float(lam) <= 1.0:
         raise KRDInputError(f"krd.lam (λ) must lie in [0, 1]; got {lam!r}")
