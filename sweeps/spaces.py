@@ -69,8 +69,11 @@ def kd_decay_temperature(trial: optuna.Trial) -> dict[str, Any]:
 
 @register_space("krd")
 def krd(trial: optuna.Trial) -> dict[str, Any]:
-    """KDC-Net KRD window w (odd) × selection margin δ × mixing weight λ (§9.3.6)."""
+    """KDC-Net KRD window × selection margin δ × mixing weight λ (§9.3.6). The window is a
+    fraction f of each video's valid frames (w = max(w_min, 2⌊f·n/2⌋ + 1)) with an odd minimum
+    w_min in frames; f = 0 is the fixed window w_min."""
     return {
+        "method.krd.window_fraction": trial.suggest_float("method.krd.window_fraction", 0.0, 0.2),
         "method.krd.window": trial.suggest_categorical("method.krd.window", KRD_WINDOWS),
         "method.krd.delta": trial.suggest_float("method.krd.delta", 0.0, 0.5),
         "method.krd.lam": trial.suggest_float("method.krd.lam", 0.0, 1.0),

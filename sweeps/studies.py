@@ -158,7 +158,7 @@ register_study(StudySpec(
     name="kdc-net-krd",
     method="kdc-net",
     space=spaces.krd,
-    summary="KDC-Net KRD window w (odd) × δ × λ (docs/methods.md §9.3.6)",
+    summary="KDC-Net KRD window (fraction of the video, odd minimum) × δ × λ (docs/methods.md §9.3.6)",
     n_trials=40, workers=2, pruner="median", pruner_warmup_epochs=5,
     pruner_startup_trials=5))
 
