@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 
+from benchmark.console import generation_reporter
 from benchmark.data.profiles import PROFILES, SCALES
 from benchmark.data.synthetic import generate
 from benchmark.errors import PRVRBenchError
@@ -33,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         target = generate(args.profile, args.scale, args.seed, args.out,
-                          anomalies=args.anomalies, overwrite=args.overwrite)
+                          anomalies=args.anomalies, overwrite=args.overwrite,
+                          progress=generation_reporter(lambda m: print(m, file=sys.stderr,
+                                                                       flush=True)))
     except PRVRBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
