@@ -32,6 +32,7 @@ import optuna
 from benchmark import tracking
 from benchmark.config import flatten, load_config
 from benchmark.naming import Tag, TrialStateTag
+from sweeps import narration
 from sweeps.studies import StudySpec
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     values = dict(ctx.spec.space(trial))
     cfg = load_config(ctx.spec.method, ctx.collection, data_root=ctx.data_root,
                       trial_overrides=trial_overrides(ctx, values, trial_seed(ctx, trial.number)))
+    narration.trial_started(trial, cfg)       # the worker's "started" line (sweeps/narration.py)
     identity = identify(cfg, ctx.synthetic, study=ctx.study_name, trial=trial.number)
     run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
     trial.set_user_attr(ATTR_RUN_ID, run.run_id)
