@@ -97,8 +97,9 @@ def test_every_worker_line_names_its_trial_and_outcomes_are_said(tiny_root, tmp_
     summaries = [line for line in err if "finished:" in line]
     assert len(summaries) == 3                 # one running summary after each trial
     last = [line for line in summaries if "sweep 3/3 finished" in line]
-    assert len(last) == 1 and last[0].endswith(f"sweep 3/3 finished: 1 complete, 1 pruned, 1 failed; 0 running; "
-                         f"best t001 val/SumR {trials[1].value:.2f} (lr=0.00025)")
+    assert len(last) == 1 and last[0].endswith(
+        f"sweep 3/3 finished: 1 complete, 1 pruned, 1 failed; 0 running; "
+        f"best t001 val/SumR {trials[1].value:.2f} (lr=0.00025)")
 
 
 def test_a_failing_space_prints_the_failed_line(tiny_root, tmp_path, capfd):
