@@ -15,12 +15,16 @@ stdout stays free for machine-readable output.
   share a terminal with others (sweep workers).
 * Each plain line is written with one ``write`` call and flushed, so lines of processes
   sharing one stream do not interleave mid-line.
+* Plain output has a ticker thread: when a single step or a validation outlasts the interval,
+  it says so (``step 4 running for 41s``, ``validating for 12s``), so a log never goes
+  quiet for much longer than the interval while the loop is inside the console.
 """
 from __future__ import annotations
 
 import math
 import os
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, TextIO
 
@@ -197,6 +201,10 @@ class TrainingConsole:
         self._last_line_samples = 0
         self._last_line_step = 0
         self._last_refresh = -math.inf          # the bar's figures appear at the first step
+        self._last_step_at = 0.0                # when the latest step ended
+        self._lock = threading.RLock()          # the loop and the ticker share marks and stream
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> "TrainingConsole":
         if self.rich:
@@ -206,23 +214,31 @@ class TrainingConsole:
                 TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
                 console=self.console, transient=True)
             self._progress.start()
+        else:       # a line also while one step or a validation outlasts the interval
+            self._ticker = threading.Thread(target=self._tick, name="progress-lines", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5.0)
+            self._ticker = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
     # -- output ----------------------------------------------------------------------------
     def _line(self, message: str, style: str | None = None) -> None:
-        if self._progress is not None:       # above the live bar
-            self.console.print(f"{line_prefix()}{message}", markup=False, soft_wrap=True,
-                               style=style)
-        else:
-            write_line(message, self.stream)
+        with self._lock:
+            if self._progress is not None:       # above the live bar
+                self.console.print(f"{line_prefix()}{message}", markup=False, soft_wrap=True,
+                                   style=style)
+            else:
+                write_line(message, self.stream)
 
     def start_line(self) -> str:
         what = f" on {self.what}" if self.what else ""
@@ -233,7 +249,7 @@ class TrainingConsole:
     def start_epoch(self, epoch: int) -> None:
         now = time.monotonic()
         if self._started is None:
-            self._started = self._last_line = now
+            self._started = self._last_line = self._last_step_at = now
             self._line(self.start_line())
         self._epoch, self._epoch_step = epoch, 0
         if self._progress is not None:
@@ -253,7 +269,7 @@ class TrainingConsole:
         self._samples += samples if samples is not None else 0
         if loss is not None:
             self._loss = loss
-        now = time.monotonic()
+        now = self._last_step_at = time.monotonic()
         if self._progress is not None:
             if self._task is not None:
                 self._progress.advance(self._task, steps)
@@ -262,7 +278,33 @@ class TrainingConsole:
                     rate, _, loss_text = self._figures(now)
                     self._progress.update(self._task, rate=rate, loss=loss_text)
         elif now - self._last_line >= self.interval:
-            self._line(self.progress_line(now))
+            with self._lock:
+                if now - self._last_line >= self.interval:    # the ticker may have just said it
+                    self._line(self.progress_line(now))
+
+    def _tick(self) -> None:
+        """Ticker thread (plain output): when no line came for an interval because a step or
+        a validation is still running, say which, and for how long."""
+        check = max(min(self.interval, 5.0), 0.5)
+        while not self._stop.wait(check):
+            with self._lock:
+                now = time.monotonic()
+                if self._started is None or now - self._last_line < self.interval:
+                    continue
+                self._line(self.waiting_line(now) if self._step == self._last_line_step
+                           else self.progress_line(now))
+
+    def waiting_line(self, now: float) -> str:
+        """``step 3/16 (epoch 1/4, 3/4): step 4 running for 41s`` or ``epoch 1/4: 4 steps
+        done, validating for 12s``: no step ended since the last line."""
+        self._last_line = now
+        running = format_duration(now - self._last_step_at)
+        if self._epoch_step < self.steps_per_epoch:
+            return (f"step {self._step}/{self.total_steps} (epoch {self._epoch + 1}/"
+                    f"{self.num_epochs}, {self._epoch_step}/{self.steps_per_epoch}): step "
+                    f"{self._step + 1} running for {running}")
+        return (f"epoch {self._epoch + 1}/{self.num_epochs}: {self._epoch_step} steps done, "
+                f"validating for {running}")
 
     def _figures(self, now: float) -> tuple[str, str, str]:
         """(rate, ETA, loss) texts since the last line, and move the line marks."""
@@ -272,7 +314,7 @@ class TrainingConsole:
         else:
             rate = f"{(self._step - self._last_line_step) / max(elapsed, 1e-9):.2f} steps/s"
         assert self._started is not None
-        per_step = (now - self._started) / max(self._step, 1)
+        per_step = (now - self._started) / self._step if self._step else math.nan
         eta = format_duration(per_step * max(self.total_steps - self._step, 0))
         value = _value(self._loss)
         loss_text = "" if value is None else f"loss {value:.4g}"

@@ -308,3 +308,30 @@ def test_every_third_party_import_is_a_declared_dependency():
     undeclared = {top: where for top, where in imported.items()
                   if not {d.lower().replace("_", "-") for d in dists.get(top, [])} & set(pins)}
     assert not undeclared, f"imported but not pinned in pyproject.toml: {undeclared}"
+
+
+def test_a_long_step_still_gets_a_line(tmp_path):
+    """The ticker thread speaks when a step outlasts the interval. The step here is a wait on
+    an event that only the ticker's line releases, so the test waits for the line, not for
+    a time."""
+    import threading
+
+    class _Signalling(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waiting = threading.Event()
+
+        def write(self, text: str) -> int:
+            if "running for" in text:
+                self.waiting.set()
+            return super().write(text)
+
+    stream = _Signalling()
+    with TrainingConsole(1, 2, "m", stream=stream, progress_seconds=0.01) as c:
+        c.start_epoch(0)
+        c.advance(samples=4, loss=2.0)
+        assert stream.waiting.wait(timeout=120), stream.getvalue()   # step 2 "runs" until then
+        c.advance(samples=4, loss=1.0)
+    lines = stream.getvalue().splitlines()
+    assert any(re.fullmatch(r"step 1/2 \(epoch 1/1, 1/2\): step 2 running for \d+s", x)
+               for x in lines), lines
