@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 
+from benchmark.console import generation_reporter
 from benchmark.data.profiles import PROFILES, SCALES
 from benchmark.data.synthetic import DiagnosticFactors, generate
 from benchmark.errors import PRVRBenchError
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             video_stretch=args.video_stretch, moment_parts=args.moment_parts,
             teacher_time_noise=args.teacher_time_noise)
         target = generate(args.profile, args.scale, args.seed, args.out,
-                          anomalies=args.anomalies, overwrite=args.overwrite, factors=factors)
+                          anomalies=args.anomalies, overwrite=args.overwrite, factors=factors,
+                          progress=generation_reporter(lambda m: print(m, file=sys.stderr,
+                                                                       flush=True)))
     except PRVRBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ import optuna
 from benchmark import tracking
 from benchmark.config import flatten, load_config
 from benchmark.naming import Tag, TrialStateTag
+from sweeps import narration
 from sweeps.studies import StudySpec, StudySpecError
 
 if TYPE_CHECKING:
@@ -196,6 +197,7 @@ def _train_one_seed(trial: optuna.Trial, ctx: TrialContext, values: Mapping[str,
     t_start = time.perf_counter()
     cfg = load_config(ctx.spec.method, ctx.collection, data_root=ctx.data_root,
                       trial_overrides=trial_overrides(ctx, values, seed))
+    narration.trial_started(trial, cfg)       # the worker's "started" line (sweeps/narration.py)
     identity = identify(cfg, ctx.synthetic, study=ctx.study_name, trial=trial.number)
     run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
     if k == 0:

@@ -35,10 +35,11 @@ from typing import Any, Callable, Mapping, Sequence, cast
 import optuna
 from optuna.trial import TrialState
 
-from benchmark import naming, stores, tracking
+from benchmark import console, naming, stores, tracking
 from benchmark.data.layout import Layout
 from benchmark.errors import PRVRBenchError
 from benchmark.naming import Tag, TrialStateTag
+from sweeps import narration
 from sweeps import objective as obj
 from sweeps import storage as st
 from sweeps.studies import StudySpec
@@ -106,7 +107,8 @@ def prepare_data(collection: str, data_root: str | Path | None, runs: Path, *, p
 
     t0 = time.perf_counter()
     try:
-        generate(profile, scale, seed, root)      # atomic: temp dir, then rename
+        generate(profile, scale, seed, root,      # atomic: temp dir, then rename
+                 progress=console.generation_reporter(log))
     except GenerationError:
         if not layout.is_synthetic():             # not "another launcher won the race"
             raise
@@ -192,9 +194,16 @@ class WorkerArgs:
     grace_period: int
 
 
-def _objective(ctx: obj.TrialContext, release: Callable[[], None], trial: optuna.Trial) -> float:
+def _objective(ctx: obj.TrialContext, release: Callable[[], None], box: dict[str, Any],
+               trial: optuna.Trial) -> float:
     release()   # the trial exists in the storage now: other workers may count it
-    return obj.run_trial(trial, ctx)
+    box["trial_id"] = trial._trial_id
+    narration.attach(trial)       # every console line of this process names the trial from now
+    try:
+        return obj.run_trial(trial, ctx)
+    except BaseException as exc:
+        box["reason"] = f"{type(exc).__name__}: {exc}"
+        raise
 
 
 def worker_loop(w: WorkerArgs, lock) -> int:
@@ -202,7 +211,9 @@ def worker_loop(w: WorkerArgs, lock) -> int:
     import torch
 
     torch.set_num_threads(w.threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's own "Trial 3 failed …" warning would be an unattributed line: the worker says
+    # each outcome itself, under the trial's tag (sweeps/narration.py)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = st.make_storage(
         w.storage_url, heartbeat_interval=w.heartbeat_interval, grace_period=w.grace_period,
         stale_trial_callback=functools.partial(close_trial_run, w.ctx.tracking_uri))
@@ -221,19 +232,27 @@ def worker_loop(w: WorkerArgs, lock) -> int:
                 held[0] = False
                 lock.release()
 
+        box: dict[str, Any] = {}
         try:
             if remaining_budget(study, w.target) <= 0:
                 break
-            study.optimize(functools.partial(_objective, w.ctx, release), n_trials=1,
+            study.optimize(functools.partial(_objective, w.ctx, release, box), n_trials=1,
                            catch=catch, gc_after_trial=False, show_progress_bar=False)
             ran += 1
         finally:
             release()
+            if "trial_id" in box:     # the outcome and the running summary, under the trial's tag
+                with contextlib.suppress(Exception):   # narration must not hide the real error
+                    narration.trial_finished(study, box["trial_id"], w.target, spec.objective,
+                                             box.get("reason"))
+                narration.detach()
     return ran
 
 
 def _worker_main(w: WorkerArgs, lock) -> None:
     """Entry point of a spawned worker process."""
+    console.set_plain(True)      # K processes share one terminal: plain lines, no live bars
+    narration.set_worker(w.index)
     try:
         worker_loop(w, lock)
     except KeyboardInterrupt:
@@ -507,5 +526,11 @@ def _print_summary(r: SweepResult, log: Log) -> None:
     log(f"stores: Optuna {stores.redact(r.storage_url)}; MLflow {stores.redact(r.tracking_uri)} "
         f"(experiment '{r.experiment}', parent run {r.parent_run_id}); data {r.data_root}"
         f"{' (synthetic)' if r.synthetic else ''}")
-    log("UI: nox -s mlflow-ui, then open http://127.0.0.1:5000 (trials are nested under the "
-        "parent run)")
+    served = r.tracking_uri.startswith(("http://", "https://"))
+    base = r.tracking_uri if served else tracking.DEFAULT_UI_URL
+    try:
+        url = tracking.publish_comparison(r.tracking_uri, r.study_name, base_url=base)
+    except tracking.TrackingError as exc:
+        url = f"{base} (comparison view not stored: {exc})"
+    log(f"UI: {'open' if served else 'nox -s mlflow-ui, then open'} {stores.redact(url)} "
+        "(the trials as rows; swept parameters, val/SumR and test/SumR as columns)")

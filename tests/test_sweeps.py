@@ -196,7 +196,8 @@ def test_three_trial_study_parent_and_nested_runs(tiny_root, stores_dir, optuna_
         assert trial.value == pytest.approx(run["metrics"]["val/SumR"])    # 1 epoch: best = last
         assert "test/SumR" in run["metrics"] and "time/tracking_seconds" in run["metrics"]
     assert result.best_trial == max(trials, key=lambda t: t.value).number
-    assert any("nox -s mlflow-ui" in line for line in lines)
+    assert any("nox -s mlflow-ui" in line and "viewStateShareKey=three-tvr-synthetic" in line
+               for line in lines)
     assert any(str(stores_dir / "optuna.db") in line for line in lines)
     # rerunning the finished study trains nothing and keeps the same parent run
     again, lines = _run(spec, tiny_root, stores_dir, optuna_url, mlflow_uri)

@@ -63,6 +63,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -721,9 +722,18 @@ def _teacher_frames_of(plan: CollectionPlan, h: np.ndarray, model: LatentModel, 
                           sigma, time_rng)
 
 
+#: ``progress(stage, done, total)``: ``done`` of ``total`` write chunks of the whole collection
+#: are written, the last one in ``stage`` (e.g. "train frames"); it only observes.
+GenerationProgress = Callable[[str, int, int], None]
+
+
 def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: bool = False,
-                     signal: SignalConfig = SignalConfig()) -> None:
-    """Write every file of the MS-SL layout for ``plan`` under ``collection_dir`` (= root/<c>)."""
+                     signal: SignalConfig = SignalConfig(),
+                     progress: GenerationProgress | None = None) -> None:
+    """Write every file of the MS-SL layout for ``plan`` under ``collection_dir`` (= root/<c>).
+
+    ``progress`` is told after the text files and after each feature chunk; it does not
+    change a byte of the output."""
     prof, seed = plan.profile, plan.seed
     layout = Layout.resolve(collection_dir.parent, collection_dir.name, prof.visual_feature)
     model = LatentModel.draw(prof, seed, signal)
@@ -731,6 +741,11 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
     summary = _write_text_files(layout, plan, anomalies)
     layout.bigfile_dir.mkdir(parents=True, exist_ok=True)
     total_frames = sum(int(sp.num_frames.sum()) for sp in plan.splits.values())
+    total_chunks = 1 + sum(len(_video_chunks(sp.num_frames, FRAME_CHUNK))
+                           + -(-sp.num_queries // QUERY_CHUNK) for sp in plan.splits.values())
+    done = 1
+    tell: GenerationProgress = progress if progress is not None else (lambda *_: None)
+    tell("text files", done, total_chunks)
 
     with open(layout.bigfile_dir / "feature.bin", "wb") as bin_f, \
             open(layout.bigfile_dir / "id.txt", "w", encoding="iso-8859-1", newline="\n") as id_f, \
@@ -759,6 +774,8 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
                     teacher_rows = g[offsets[v] - offsets[a]: offsets[v + 1] - offsets[a]]
                     teacher_v.create_dataset(vid, data=teacher_rows, track_times=False)
                 id_f.write(" ".join(names) + " ")
+                done += 1
+                tell(f"{split} frames", done, total_chunks)
             for ci, a in enumerate(range(0, sp.num_queries, QUERY_CHUNK)):
                 b = min(a + QUERY_CHUNK, sp.num_queries)
                 tok = sp.tokens[a:b]
@@ -773,6 +790,8 @@ def write_collection(plan: CollectionPlan, collection_dir: Path, *, anomalies: b
                 for j, block in enumerate(np.split(y, np.cumsum(tok)[:-1])):
                     roberta.create_dataset(sp.cap_ids[a + j], data=block, track_times=False)
                     teacher_q.create_dataset(sp.cap_ids[a + j], data=c[j: j + 1], track_times=False)
+                done += 1
+                tell(f"{split} queries", done, total_chunks)
         v2f.write("}")
     (layout.bigfile_dir / "shape.txt").write_text(f"{total_frames} {prof.video_dim}")
     marker = {
@@ -817,11 +836,13 @@ def teacher_features(plan: CollectionPlan, split: str, signal: SignalConfig = Si
 
 def generate(profile: str, scale: str, seed: int, out: str | Path, *, anomalies: bool = False,
              overwrite: bool = False, signal: SignalConfig = SignalConfig(),
-             factors: DiagnosticFactors = NO_FACTORS) -> Path:
+             factors: DiagnosticFactors = NO_FACTORS,
+             progress: GenerationProgress | None = None) -> Path:
     """Generate ``out/<profile>/`` (atomically: written to a sibling temp dir, then renamed).
 
     Returns the collection directory. An existing collection is an error unless ``overwrite``.
     ``factors`` plants the diagnostic factors (module docstring); off, nothing changes.
+    ``progress(stage, done, total)`` observes the writing (``write_collection``).
     """
     prof = get_profile(profile)
     plan = plan_collection(prof, scale, seed, factors)
@@ -833,7 +854,8 @@ def generate(profile: str, scale: str, seed: int, out: str | Path, *, anomalies:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{prof.name}.", dir=out))
     try:
-        write_collection(plan, tmp / prof.name, anomalies=anomalies, signal=signal)
+        write_collection(plan, tmp / prof.name, anomalies=anomalies, signal=signal,
+                         progress=progress)
         if target.exists():
             if not overwrite:       # another process finished the same collection meanwhile
                 raise GenerationError(f"{target} appeared while generating; keeping it")

@@ -147,7 +147,8 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
 
     val_equals_test = val.caption_sha256 == test.caption_sha256
     own_console = console is None
-    console = console or TrainingConsole(num_epochs, steps_per_epoch, title=cfg.method_name)
+    console = console or TrainingConsole(num_epochs, steps_per_epoch, title=cfg.method_name,
+                                         what=identity.collection + " (synthetic)" * identity.synthetic)
     if val_equals_test:
         console.warn("val and test caption files hash the same: model selection sees the test "
                      "set (tagged val_equals_test=true)")
@@ -183,7 +184,7 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
                 for key, value in out.items():           # accumulate on device: no per-step sync
                     value = value.detach().float().mean()
                     sums[key] = sums[key] + value if key in sums else value
-                console.advance()
+                console.advance(samples=len(batch.videos), loss=out["loss"].detach())  # read when due
             epoch_times.append(time.perf_counter() - started)
             epochs_run = epoch + 1
             metrics = {f"train/{k}": (v / max(batches, 1)).item() for k, v in sums.items()}
