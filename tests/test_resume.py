@@ -15,11 +15,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from benchmark import tracking
 from benchmark.config import config_hash, load_config
@@ -27,6 +30,9 @@ from benchmark.experiment import run_experiment
 from benchmark.record import RunRecord
 from benchmark.train import main
 from benchmark.training.resume import LAST_CHECKPOINT, ResumeError, check_resumable, read_last
+from sweeps import objective as obj
+from sweeps import runner
+from sweeps.studies import StudySpec
 
 REPO = Path(__file__).resolve().parents[1]
 #: ms-sl has dropout, hard negatives (from epoch 1 here) and the full reference optimiser.
@@ -271,3 +277,83 @@ def test_last_checkpoint_holds_what_the_record_needs(tiny_root, tmp_path, crashe
     assert (loop["epochs_done"], loop["step"], loop["es_cnt"], loop["best_epoch"]) == (1, 3, 0, 0)
     assert len(loop["epoch_times"]) == 1 and len(loop["eval_times"]) == 1
     assert loop["best_val"]["per_key"]["score"]["rank"].dtype == torch.int64
+
+
+# -- sweeps: a killed trial is continued by a new trial from its last epoch ------------------------
+
+def space_fixed_lr(trial: optuna.Trial) -> dict:
+    """Every trial the same config (module level: spawned workers unpickle it by name)."""
+    return {"optim.lr": trial.suggest_float("optim.lr", 5e-4, 5e-4)}
+
+
+def _sweep_trials(url: str, name: str) -> list:
+    study = optuna.load_study(study_name=name, storage=url)
+    return sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_trial_is_resumed_from_its_last_epoch(tiny_root, tmp_path):
+    """Trial 0 runs whole; trial 1 (same config, same seed) is SIGKILLed mid-way with its
+    worker; the rerun enqueues trial 2, which resumes trial 1's run directory and ends with
+    trial 0's value, record and best checkpoint exactly."""
+    epochs = 4
+    spec = StudySpec(name="resumed", method="mean-pool", space=space_fixed_lr, summary="test",
+                     n_trials=2, epochs=epochs, pruner="none",
+                     overrides={"train.batch_size": 16, "device": "cpu",
+                                "train.early_stop_patience": 100})
+    url, mlflow = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kw = dict(data_root=tiny_root, storage_url=url, tracking_uri=mlflow,
+              runs_dir=tmp_path / "runs", workers=1, log=lambda line: None)
+    box: dict = {}
+
+    def first_launch():
+        try:
+            runner.run_study(spec, "tvr", **kw)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            box["error"] = exc
+
+    launcher = threading.Thread(target=first_launch)
+    launcher.start()
+    victim, last = None, None
+    while launcher.is_alive() and victim is None:
+        time.sleep(0.02)                                  # poll interval, not a synchronisation
+        try:
+            trials = _sweep_trials(url, "resumed-tvr-synthetic")
+        except KeyError:
+            continue
+        running = [t for t in trials if t.number == 1 and t.state == TrialState.RUNNING
+                   and obj.ATTR_RUN_DIRS in t.user_attrs]
+        if running:
+            last = Path(next(iter(running[0].user_attrs[obj.ATTR_RUN_DIRS].values()))) / LAST_CHECKPOINT
+            if last.is_file() and _epochs_done(last) >= 1:
+                victim = running[0]
+                os.kill(int(victim.user_attrs[obj.ATTR_PID]), signal.SIGKILL)
+    launcher.join()
+    assert victim is not None and last is not None, f"never saw trial 1 after an epoch: {box}"
+    assert isinstance(box.get("error"), runner.WorkersDiedError), box
+    killed_at = _epochs_done(last)
+    assert 1 <= killed_at < epochs and not (last.parent / "record.json").exists()   # mid-way
+
+    runner.run_study(spec, "tvr", **kw)                                         # the rerun
+    t0, t1, t2 = _sweep_trials(url, "resumed-tvr-synthetic")
+    assert [t.state for t in (t0, t1, t2)] == [TrialState.COMPLETE, TrialState.FAIL,
+                                               TrialState.COMPLETE]
+    assert t1.user_attrs[obj.ATTR_OUTCOME] == "stale"
+    assert "is gone; resumed as trial 2" in t1.user_attrs[obj.ATTR_FAIL_REASON]
+    assert t1.user_attrs[obj.ATTR_RESUMED_AS] == 2 and t2.user_attrs[obj.ATTR_RESUME_OF] == 1
+    assert t2.user_attrs[obj.ATTR_RUN_DIRS] == t1.user_attrs[obj.ATTR_RUN_DIRS]
+    assert list(t2.user_attrs[obj.ATTR_RESUMED_EPOCHS].values()) == [killed_at]
+    assert sorted(t2.intermediate_values) == list(range(epochs))     # the whole curve, once
+    assert t2.value == t0.value
+    want = RunRecord.load(Path(next(iter(t0.user_attrs[obj.ATTR_RUN_DIRS].values()))) / "record.json")
+    got = RunRecord.load(last.parent / "record.json")
+    assert got.val == want.val and got.test == want.test and got.epochs_run == epochs
+    _state_dicts_equal(torch.load(last.parent / "best.pt", weights_only=True)["state_dict"],
+                       torch.load(Path(want.run_dir or "") / "best.pt", weights_only=True)["state_dict"])
+    # MLflow: the killed run FAILED; the resumed run says what it continues and has the rest
+    old_run, new_run = t1.user_attrs[obj.ATTR_RUN_ID], t2.user_attrs[obj.ATTR_RUN_ID]
+    assert tracking.get_run(mlflow, old_run)["status"] == "FAILED"
+    resumed = tracking.get_run(mlflow, new_run)
+    assert resumed["status"] == "FINISHED" and resumed["tags"][obj.TAG_RESUMED_FROM] == old_run
+    assert [s for s, _ in tracking.metric_history(mlflow, new_run, "val/SumR")] == \
+        list(range(killed_at, epochs))
