@@ -161,12 +161,13 @@ def close_trial_run(tracking_uri: str, study: optuna.Study | None,
 
 def enqueue_resumption(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
     """Enqueue a new trial that continues the killed ``trial`` (same params and seeds, its run
-    directories with a last.ckpt, its reported values); its number, or None when no seed left
-    a last.ckpt (nothing to resume: the study just runs a new trial)."""
-    from benchmark.training.resume import LAST_CHECKPOINT
+    directories with a last.ckpt or a finished record.json, its reported values); its number,
+    or None when no seed left either (nothing to resume: the study just runs a new trial)."""
+    from benchmark.training.resume import LAST_CHECKPOINT, RECORD_NAME
 
     run_dirs = trial.user_attrs.get(obj.ATTR_RUN_DIRS) or {}
-    resumable = {seed: d for seed, d in run_dirs.items() if (Path(d) / LAST_CHECKPOINT).is_file()}
+    resumable = {seed: d for seed, d in run_dirs.items()        # resumable, or finished: reused
+                 if (Path(d) / LAST_CHECKPOINT).is_file() or (Path(d) / RECORD_NAME).is_file()}
     if not resumable or obj.ATTR_SEEDS not in trial.user_attrs:
         return None
     study.enqueue_trial(dict(trial.params), user_attrs={

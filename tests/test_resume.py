@@ -2,11 +2,10 @@
 
 The main test kills a real ``python -m benchmark.train`` with SIGKILL in the middle of an epoch
 (once last.ckpt of the epoch before exists and the process has spent CPU time in the next one,
-both read from the file system) and resumes it with ``--resume``: the record's val/test
-metrics, the best checkpoint and the final weights and optimiser state must equal those of an
-uninterrupted run bit for bit (CPU, one thread in every process). The other tests crash a run
-in-process with a real exception from a hook (hooks run after last.ckpt is written) and resume
-it, and check every refusal of the CLI.
+both read from the file system) and resumes it with ``--resume``: the record's val/test metrics
+and the best checkpoint must equal those of an uninterrupted run bit for bit (CPU, one thread in
+every process). The other tests crash a run in-process with a real exception from a hook (hooks
+run after last.ckpt is written) and resume it, and check every refusal of the CLI.
 """
 from __future__ import annotations
 
@@ -95,15 +94,6 @@ def _state_dicts_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-def _optimizer_states_equal(a: dict, b: dict) -> None:
-    assert a["param_groups"] == b["param_groups"]
-    assert a["state"].keys() == b["state"].keys()
-    for index, state in a["state"].items():
-        assert state["step"] == b["state"][index]["step"]
-        for name in ("next_m", "next_v"):
-            assert torch.equal(state[name], b["state"][index][name]), (index, name)
-
-
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path):
     env = _env()
@@ -132,14 +122,11 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_root, tmp_path):
     assert got.val == want.val and got.test == want.test and got.secondary == want.secondary
     assert (got.best_epoch, got.epochs_run, got.stopped_early) == \
         (want.best_epoch, want.epochs_run, want.stopped_early)
-    want_dir = Path(want.run_dir or "")
-    for name in ("best.pt", LAST_CHECKPOINT):
-        a = torch.load(want_dir / name, weights_only=True)
-        b = torch.load(run_dir / name, weights_only=True)
-        _state_dicts_equal(a["state_dict" if name == "best.pt" else "model"],
-                           b["state_dict" if name == "best.pt" else "model"])
-    _optimizer_states_equal(read_last(want_dir / LAST_CHECKPOINT)["optimizer"],
-                            read_last(run_dir / LAST_CHECKPOINT)["optimizer"])
+    want_best = torch.load(Path(want.run_dir or "") / "best.pt", weights_only=True)
+    got_best = torch.load(run_dir / "best.pt", weights_only=True)
+    assert got_best["epoch"] == want_best["epoch"] == want.best_epoch
+    _state_dicts_equal(got_best["state_dict"], want_best["state_dict"])
+    assert not (run_dir / LAST_CHECKPOINT).exists()          # a finished run keeps no last.ckpt
     # the same MLflow run continued: every epoch logged once, the run finished
     assert got.run_id == run_id
     assert [s for s, _ in tracking.metric_history(mlflow, run_id, "val/SumR")] == [0, 1, 2]

@@ -39,7 +39,7 @@ from benchmark.seeding import seed_everything
 from benchmark.tracker import NullTracker, RunTracker
 from benchmark.training.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.training.optim import build_optimizer
-from benchmark.training.resume import LAST_CHECKPOINT, LoopState, load_last, save_last
+from benchmark.training.resume import LAST_CHECKPOINT, RECORD_NAME, LoopState, load_last, save_last
 from benchmark.views import SplitView, split_view
 
 CHECKPOINT_NAME = "best.pt"
@@ -100,12 +100,13 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
         console: TrainingConsole | None = None, resume: bool = False) -> RunRecord:
     """Train ``method`` on ``splits["train"]``, select on ``"val"``, report ``"test"``.
 
-    ``splits`` maps "train", "val", "test" to ``SplitData``; ``identity`` names the run
-    (built from ``cfg`` and the data when not given). ``run_dir`` defaults to
-    ``<runs>/checkpoints/<run id, or run name + time>/``; it receives best.pt, record.json,
-    config.json, ranks_val.npz and ranks_test.npz, each also sent to ``tracker.log_artifact``,
-    and after every epoch last.ckpt. ``resume=True`` continues the run whose ``run_dir`` is
-    given from its last.ckpt (ResumeError when it cannot); epochs before it are not logged again.
+    ``splits`` maps "train", "val", "test" to ``SplitData``; ``identity`` names the run (built
+    from ``cfg`` and the data when not given). ``run_dir`` defaults to
+    ``<runs>/checkpoints/<run id, or run name + time>/``; it receives best.pt, config.json,
+    ranks_val.npz, ranks_test.npz and record.json, each also sent to ``tracker.log_artifact``,
+    and after every epoch last.ckpt, removed once record.json is written. ``resume=True``
+    continues the run in ``run_dir`` from its last.ckpt (ResumeError when it cannot); the
+    epochs before it are not logged again.
     Every reported number is a view of those ranks (``benchmark.views``). A hook may raise to
     stop the run; the exception propagates. Memory is reported as the peak anonymous RSS of the
     fit (``sys/peak_anon_mb``; loaded splits included, mapped feature pages not) beside the
@@ -167,6 +168,8 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
                           config_hash=chash, map_location=device)
         console.info(f"{cfg.method_name}: resuming {run_dir} after epoch {state.epochs_done} "
                      f"of {num_epochs}" + (" (stopped early)" if state.stopped_early else ""))
+    else:                # a killed run is resumed from here (--resume RUN_DIR)
+        console.info(f"{cfg.method_name}: run directory {run_dir}")
     best_sumr, best_epoch, es_cnt = state.best_sumr, state.best_epoch, state.es_cnt
     best_val: EvalResult | None = state.best_val
     best_val_view: SplitView | None = None if best_val is None else split_view(best_val, "val")
@@ -279,8 +282,12 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
         git_commit=identity.git_commit, run_id=tracker.run_id, run_dir=str(run_dir))
 
     # -- artifacts ---------------------------------------------------------------------------
-    artifacts = [record.save(run_dir / "record.json"), save_config(cfg, run_dir / "config.json"),
-                 test_result.save(run_dir / "ranks_test.npz"), best_val.save(run_dir / "ranks_val.npz")]
+    # record.json last: its presence marks the run finished (never resumed); last.ckpt (3× the
+    # weights: model and Adam moments) is then of no use and goes
+    artifacts = [save_config(cfg, run_dir / "config.json"),
+                 test_result.save(run_dir / "ranks_test.npz"), best_val.save(run_dir / "ranks_val.npz"),
+                 record.save(run_dir / RECORD_NAME)]
+    last.unlink(missing_ok=True)
     for path in artifacts:
         tracker.log_artifact(path)
     console.info(f"{cfg.method_name}: best epoch {best_epoch + 1}, val SumR {best_sumr:.2f}, "
