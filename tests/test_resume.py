@@ -240,13 +240,17 @@ def test_resume_auto_finds_the_run_and_finishes_it(capsys, tiny_root, tmp_path, 
     copy_runs = tmp_path / "runs"
     shutil.copytree(runs, copy_runs)
     json_out = tmp_path / "record.json"
+    mlflow = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code, err = _cli(capsys, tiny_root, copy_runs, "--seed", "5", "--resume", "auto",
-                     "--json-out", str(json_out))
+                     "--json-out", str(json_out), "--tracking-uri", mlflow)
     assert code == 0, err
     resumed_dir = copy_runs / "checkpoints" / run_dir.name
     assert f"resuming {resumed_dir} after epoch 1 of 2" in err
+    assert "was not tracked in MLflow; the resumed epochs go to a new MLflow run" in err
     record = RunRecord.load(json_out)
     assert record.run_dir == str(resumed_dir) and record.epochs_run == 2
+    assert record.run_id is not None
+    assert [s for s, _ in tracking.metric_history(mlflow, record.run_id, "val/SumR")] == [1]
     want = run_experiment(_cfg(tiny_root, tmp_path, **{"train.epochs": 2, "seed": 5}),
                           run_dir=tmp_path / "whole")
     assert record.val == want.val and record.test == want.test

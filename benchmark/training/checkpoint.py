@@ -44,14 +44,15 @@ def write_payload(path: str | Path, payload: Mapping[str, Any]) -> Path:
     return path
 
 
-def read_payload(path: str | Path, *, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; CheckpointError when it is missing,
-    damaged or not a dict."""
+def read_payload(path: str | Path, *, map_location: Any = "cpu",
+                 mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (``mmap``: tensors are mapped, read when
+    touched); CheckpointError when it is missing, damaged or not a dict."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"checkpoint {path}: cannot read: {exc}") from exc
     if not isinstance(payload, dict):

@@ -165,7 +165,7 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
     state = LoopState()
     if resume:           # after everything above that seeds or draws
         state = load_last(last, model=method, optimizer=optimizer, generator=generator,
-                          config_hash=chash, map_location=device)
+                          config_hash=chash)
         console.info(f"{cfg.method_name}: resuming {run_dir} after epoch {state.epochs_done} "
                      f"of {num_epochs}" + (" (stopped early)" if state.stopped_early else ""))
     else:                # a killed run is resumed from here (--resume RUN_DIR)

@@ -95,12 +95,13 @@ def save_last(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Opti
 
 
 def read_last(path: str | Path, *, config_hash: str | None = None,
-              map_location: Any = "cpu") -> dict[str, Any]:
-    """The payload of a ``last.ckpt``, checked: readable, of this format, complete, and (when
-    ``config_hash`` is given) written for that config. ResumeError naming the file otherwise."""
+              mmap: bool = False) -> dict[str, Any]:
+    """The payload of a ``last.ckpt`` on the CPU, checked: readable, of this format, complete,
+    and (when ``config_hash`` is given) written for that config. ResumeError naming the file
+    otherwise. ``mmap``: tensors stay on disk until touched (to look at the loop section)."""
     path = Path(path)
     try:
-        payload = read_payload(path, map_location=map_location)
+        payload = read_payload(path, mmap=mmap)
     except CheckpointError as exc:
         raise ResumeError(f"cannot resume: {exc}") from exc
     if payload.get("format") != FORMAT:
@@ -119,11 +120,14 @@ def read_last(path: str | Path, *, config_hash: str | None = None,
 
 
 def load_last(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-              generator: torch.Generator, config_hash: str,
-              map_location: Any = "cpu") -> LoopState:
+              generator: torch.Generator, config_hash: str) -> LoopState:
     """Restore ``model``, ``optimizer`` and every RNG from ``last.ckpt``; return the loop's
-    state. Call it after everything that seeds or draws (method, optimiser, ``seed_everything``)."""
-    payload = read_last(path, config_hash=config_hash, map_location=map_location)
+    state. Call it after everything that seeds or draws (method, optimiser, ``seed_everything``).
+
+    The file is read onto the CPU whatever the device: RNG states must be CPU byte tensors and
+    the best ranks become numpy arrays; ``load_state_dict`` copies weights and optimiser
+    moments onto the device of the parameters."""
+    payload = read_last(path, config_hash=config_hash)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     restore_rng_state(payload["rng"], generator)
@@ -146,7 +150,7 @@ def check_resumable(run_dir: str | Path, config_hash: str) -> dict[str, Any]:
     if record.is_file():
         raise ResumeError(f"cannot resume: the run in {run_dir} is finished ({record} exists); "
                           "start a new run instead")
-    return read_last(run_dir / LAST_CHECKPOINT, config_hash=config_hash)["loop"]
+    return read_last(run_dir / LAST_CHECKPOINT, config_hash=config_hash, mmap=True)["loop"]
 
 
 def find_latest_resumable(checkpoints: str | Path, config_hash: str) -> Path:
@@ -159,7 +163,7 @@ def find_latest_resumable(checkpoints: str | Path, config_hash: str) -> Path:
         if (last.parent / RECORD_NAME).is_file():
             continue
         try:
-            read_last(last, config_hash=config_hash)
+            read_last(last, config_hash=config_hash, mmap=True)
         except ResumeError:
             continue
         return last.parent
