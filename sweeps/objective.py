@@ -20,8 +20,8 @@ directory of each seed (``run_dirs``), whose last.ckpt lets the launcher re-enqu
 trial as a new one that resumes it (``resume_of``; benchmark/training/resume.py): a seed that
 finished is reused from its record.json, a seed with a last.ckpt continues from its last epoch
 in the same run directory (a new MLflow run, tagged ``resumed_from_run``), the others train
-from the start. The dead trial's reported values are reported again, so the pruner sees the
-whole curve.
+from the start. The dead trial's values of the epochs not trained again are reported again,
+so the pruner sees the whole curve and no step twice.
 """
 from __future__ import annotations
 
@@ -194,8 +194,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     seeds = (tuple(attrs[ATTR_RESUME_SEEDS]) if ATTR_RESUME_SEEDS in attrs
              else trial_seeds(ctx, trial.number))
     resume_dirs: dict[str, str] = dict(attrs.get(ATTR_RESUME_RUN_DIRS) or {})
-    for step, reported in sorted((int(s), v) for s, v in (attrs.get(ATTR_RESUME_REPORTS) or {}).items()):
-        trial.report(reported, step)          # the killed trial's curve, for the pruner
+    reports = {int(s): float(v) for s, v in (attrs.get(ATTR_RESUME_REPORTS) or {}).items()}
     if len(seeds) > 1 and "seed" in values:
         raise StudySpecError(f"study {ctx.spec.name!r}: its space sets 'seed', which several "
                              f"seeds per trial ({', '.join(map(str, seeds))}) would override")
@@ -203,7 +202,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     by_seed: dict[str, float] = {}
     for k, seed in enumerate(seeds):
         by_seed[str(seed)] = _train_one_seed(trial, ctx, values, seed, k, seeds,
-                                             resume_dirs.get(str(seed)))
+                                             resume_dirs.get(str(seed)), reports)
         trial.set_user_attr(ATTR_VALUES_BY_SEED, dict(by_seed))
     value = sum(by_seed.values()) / len(by_seed)
     trial.set_user_attr(ATTR_OUTCOME, "complete")
@@ -215,11 +214,20 @@ def _set_seed_attr(trial: optuna.Trial, key: str, seed: int, value: Any) -> None
     trial.set_user_attr(key, {**(trial.user_attrs.get(key) or {}), str(seed): value})
 
 
+def _replay(trial: optuna.Trial, reports: Mapping[int, float], start: int, stop: int) -> None:
+    """Report the killed trial's values of steps ``start <= step < stop`` (epochs this trial
+    does not train again), so the pruner sees the whole curve."""
+    for step in sorted(s for s in reports if start <= s < stop):
+        trial.report(reports[step], step)
+
+
 def _train_one_seed(trial: optuna.Trial, ctx: TrialContext, values: Mapping[str, Any], seed: int,
-                    k: int, seeds: tuple[int, ...], resume_dir: str | None = None) -> float:
+                    k: int, seeds: tuple[int, ...], resume_dir: str | None = None,
+                    reports: Mapping[int, float] | None = None) -> float:
     """Train the trial's config on ``seed`` (its ``k``-th) in its own MLflow run; return the
     selected epoch's validation SumR. Pruning and failures end the trial (they propagate).
-    ``resume_dir``: a killed trial's run directory for this seed (module docstring)."""
+    ``resume_dir``: a killed trial's run directory for this seed, ``reports`` the values that
+    trial reported (module docstring)."""
     from benchmark.config import config_hash
     from benchmark.experiment import identify, run_experiment
     from benchmark.record import RunRecord
@@ -239,12 +247,14 @@ def _train_one_seed(trial: optuna.Trial, ctx: TrialContext, values: Mapping[str,
         _set_seed_attr(trial, ATTR_RUN_IDS, seed, done.run_id)
         _set_seed_attr(trial, ATTR_RUN_DIRS, seed, resume_dir)
         _set_seed_attr(trial, ATTR_RESUMED_EPOCHS, seed, done.epochs_run)
+        _replay(trial, reports or {}, k * cfg.train.epochs, (k + 1) * cfg.train.epochs)
         return done.val["SumR"]
     if resume_dir is not None:
         try:
             loop = check_resumable(resume_dir, config_hash(cfg))
             resumed_from = loop["run_id"] or ""
             _set_seed_attr(trial, ATTR_RESUMED_EPOCHS, seed, loop["epochs_done"])
+            _replay(trial, reports or {}, k * cfg.train.epochs, k * cfg.train.epochs + loop["epochs_done"])
         except ResumeError as exc:                  # e.g. the config's defaults changed since
             _set_seed_attr(trial, ATTR_RESUME_ERROR, seed, str(exc)[:1000])
     run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
