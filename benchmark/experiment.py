@@ -109,10 +109,11 @@ def prepare(cfg: ExperimentConfig, identity: RunIdentity | None = None) -> Prepa
 def run_experiment(cfg: ExperimentConfig, tracker: RunTracker | None = None,
                    hooks: Iterable[Hook] = (), *, identity: RunIdentity | None = None,
                    run_dir: str | Path | None = None,
-                   console: TrainingConsole | None = None) -> RunRecord:
-    """Prepare, then train with the shared loop and return the run record."""
+                   console: TrainingConsole | None = None, resume: bool = False) -> RunRecord:
+    """Prepare, then train with the shared loop and return the run record (``resume``:
+    continue the run in ``run_dir`` from its last.ckpt)."""
     from benchmark.training.loop import fit
 
     prepared = prepare(cfg, identity)
     return fit(prepared.method, prepared.splits, cfg, tracker, hooks,
-               identity=prepared.identity, run_dir=run_dir, console=console)
+               identity=prepared.identity, run_dir=run_dir, console=console, resume=resume)

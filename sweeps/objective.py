@@ -15,7 +15,13 @@ each epoch's value and prunes). Outcomes:
   propagates and stops the worker.
 
 Each trial records ``host``, ``pid`` and ``pid_start`` (the process start time, against pid
-reuse) so the launcher can fail trials of dead local workers at the next start.
+reuse) so the launcher can fail trials of dead local workers at the next start, and the run
+directory of each seed (``run_dirs``), whose last.ckpt lets the launcher re-enqueue a killed
+trial as a new one that resumes it (``resume_of``; benchmark/training/resume.py): a seed that
+finished is reused from its record.json, a seed with a last.ckpt continues from its last epoch
+in the same run directory (a new MLflow run, tagged ``resumed_from_run``), the others train
+from the start. The dead trial's values of the epochs not trained again are reported again,
+so the pruner sees the whole curve and no step twice.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import optuna
 
-from benchmark import tracking
+from benchmark import stores, tracking
 from benchmark.config import flatten, load_config
 from benchmark.naming import Tag, TrialStateTag
 from sweeps import narration
@@ -49,6 +55,17 @@ ATTR_VARIANT = "variant"
 ATTR_SEED = "seed"                # the first (or only) seed of the trial
 ATTR_SEEDS = "seeds"              # every seed of the trial, in training order
 ATTR_VALUES_BY_SEED = "values_by_seed"   # {seed: that seed's value}; the trial's value is their mean
+ATTR_RUN_IDS = "mlflow_run_ids"   # {seed: its MLflow run id}
+ATTR_RUN_DIRS = "run_dirs"        # {seed: its run directory (best.pt, last.ckpt, record.json)}
+# a trial that continues a killed one (set when the launcher enqueues it)
+ATTR_RESUME_OF = "resume_of"                 # the killed trial's number
+ATTR_RESUME_SEEDS = "resume_seeds"           # its seeds (they may depend on its number)
+ATTR_RESUME_RUN_DIRS = "resume_run_dirs"     # {seed: run directory with a last.ckpt}
+ATTR_RESUME_REPORTS = "resume_reports"       # {step: value} it had reported
+ATTR_RESUMED_EPOCHS = "resumed_epochs"       # {seed: epochs done when resumed}
+ATTR_RESUME_ERROR = "resume_error"           # why a seed could not be resumed (trained anew)
+ATTR_RESUMED_AS = "resumed_as"               # on the killed trial: the trial that continues it
+TAG_RESUMED_FROM = "resumed_from_run"        # MLflow tag: the run a resumed run continues
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,38 +191,87 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> float:
     trial.set_user_attr(ATTR_PID_START, process_start_time(pid))
 
     values = dict(ctx.spec.space(trial))
-    seeds = trial_seeds(ctx, trial.number)
+    attrs = trial.user_attrs
+    seeds = (tuple(attrs[ATTR_RESUME_SEEDS]) if ATTR_RESUME_SEEDS in attrs
+             else trial_seeds(ctx, trial.number))
+    resume_dirs: dict[str, str] = dict(attrs.get(ATTR_RESUME_RUN_DIRS) or {})
+    reports = {int(s): float(v) for s, v in (attrs.get(ATTR_RESUME_REPORTS) or {}).items()}
     if len(seeds) > 1 and "seed" in values:
         raise StudySpecError(f"study {ctx.spec.name!r}: its space sets 'seed', which several "
                              f"seeds per trial ({', '.join(map(str, seeds))}) would override")
     trial.set_user_attr(ATTR_SEEDS, list(seeds))
     by_seed: dict[str, float] = {}
     for k, seed in enumerate(seeds):
-        by_seed[str(seed)] = _train_one_seed(trial, ctx, values, seed, k, seeds)
+        by_seed[str(seed)] = _train_one_seed(trial, ctx, values, seed, k, seeds,
+                                             resume_dirs.get(str(seed)), reports)
         trial.set_user_attr(ATTR_VALUES_BY_SEED, dict(by_seed))
     value = sum(by_seed.values()) / len(by_seed)
     trial.set_user_attr(ATTR_OUTCOME, "complete")
     return value
 
 
+def _set_seed_attr(trial: optuna.Trial, key: str, seed: int, value: Any) -> None:
+    """One entry of a {seed: value} user attribute."""
+    trial.set_user_attr(key, {**(trial.user_attrs.get(key) or {}), str(seed): value})
+
+
+def _replay(trial: optuna.Trial, reports: Mapping[int, float], start: int, stop: int) -> None:
+    """Report the killed trial's values of steps ``start <= step < stop`` (epochs this trial
+    does not train again), so the pruner sees the whole curve."""
+    for step in sorted(s for s in reports if start <= s < stop):
+        trial.report(reports[step], step)
+
+
 def _train_one_seed(trial: optuna.Trial, ctx: TrialContext, values: Mapping[str, Any], seed: int,
-                    k: int, seeds: tuple[int, ...]) -> float:
+                    k: int, seeds: tuple[int, ...], resume_dir: str | None = None,
+                    reports: Mapping[int, float] | None = None) -> float:
     """Train the trial's config on ``seed`` (its ``k``-th) in its own MLflow run; return the
-    selected epoch's validation SumR. Pruning and failures end the trial (they propagate)."""
+    selected epoch's validation SumR. Pruning and failures end the trial (they propagate).
+    ``resume_dir``: a killed trial's run directory for this seed, ``reports`` the values that
+    trial reported (module docstring)."""
+    from benchmark.config import config_hash
     from benchmark.experiment import identify, run_experiment
+    from benchmark.record import RunRecord
+    from benchmark.training.resume import RECORD_NAME, ResumeError, check_resumable
 
     t_start = time.perf_counter()
     cfg = load_config(ctx.spec.method, ctx.collection, data_root=ctx.data_root,
                       trial_overrides=trial_overrides(ctx, values, seed))
     narration.trial_started(trial, cfg)       # the worker's "started" line (sweeps/narration.py)
     identity = identify(cfg, ctx.synthetic, study=ctx.study_name, trial=trial.number)
+    resumed_from: str | None = None
+    if resume_dir is not None and (Path(resume_dir) / RECORD_NAME).is_file():
+        done = RunRecord.load(Path(resume_dir) / RECORD_NAME)     # this seed had finished
+        if k == 0:
+            trial.set_user_attr(ATTR_RUN_ID, done.run_id)
+            trial.set_user_attr(ATTR_VARIANT, identity.variant)
+            trial.set_user_attr(ATTR_SEED, identity.seed)
+        _set_seed_attr(trial, ATTR_RUN_IDS, seed, done.run_id)
+        _set_seed_attr(trial, ATTR_RUN_DIRS, seed, resume_dir)
+        _set_seed_attr(trial, ATTR_RESUMED_EPOCHS, seed, done.epochs_run)
+        _replay(trial, reports or {}, k * cfg.train.epochs, (k + 1) * cfg.train.epochs)
+        return done.val["SumR"]
+    if resume_dir is not None:
+        try:
+            loop = check_resumable(resume_dir, config_hash(cfg))
+            resumed_from = loop["run_id"] or ""
+            _set_seed_attr(trial, ATTR_RESUMED_EPOCHS, seed, loop["epochs_done"])
+            _replay(trial, reports or {}, k * cfg.train.epochs, k * cfg.train.epochs + loop["epochs_done"])
+        except ResumeError as exc:                  # e.g. the config's defaults changed since
+            _set_seed_attr(trial, ATTR_RESUME_ERROR, seed, str(exc)[:1000])
     run = tracking.open_identified_run(ctx.tracking_uri, identity, parent_run_id=ctx.parent_run_id)
+    run_dir = (Path(resume_dir) if resumed_from is not None and resume_dir is not None
+               else stores.checkpoint_dir(ctx.runs_dir, run.run_id))
     if k == 0:
         trial.set_user_attr(ATTR_RUN_ID, run.run_id)
         trial.set_user_attr(ATTR_VARIANT, identity.variant)
         trial.set_user_attr(ATTR_SEED, identity.seed)
+    _set_seed_attr(trial, ATTR_RUN_IDS, seed, run.run_id)
+    _set_seed_attr(trial, ATTR_RUN_DIRS, seed, str(run_dir))
     run.log_params(flatten(cfg))
     tracking.log_swept_params(run, values)
+    if resumed_from is not None:
+        run.set_tags({TAG_RESUMED_FROM: resumed_from})
     if len(seeds) > 1:
         run.set_tags({Tag.TRIAL_SEEDS: ",".join(map(str, seeds))})
     timed = TimedTracker(run)
@@ -219,7 +285,8 @@ def _train_one_seed(trial: optuna.Trial, ctx: TrialContext, values: Mapping[str,
                 "time/fit_seconds": now - t_fit, "time/tracking_seconds": timed.seconds}
 
     try:
-        record = run_experiment(cfg, timed, hooks=[hook], identity=identity)
+        record = run_experiment(cfg, timed, hooks=[hook], identity=identity, run_dir=run_dir,
+                                resume=resumed_from is not None)
     except optuna.TrialPruned:
         trial.set_user_attr(ATTR_OUTCOME, "pruned")
         _finish(run, "FINISHED", TrialStateTag.PRUNED, hook, timings())

@@ -8,7 +8,9 @@ Order of events, each step before any training:
    ``<runs>/data/<profile>-<scale>-s<seed>/`` (said on the console);
 3. study: created once here with ``load_if_exists`` (rerunning resumes); its RUNNING trials
    whose process on this host is gone are failed now (other hosts': by the heartbeat) and
-   their MLflow runs closed FAILED; the enqueued grid (comparison study) is added once;
+   their MLflow runs closed FAILED; one that left a last.ckpt is enqueued again as a new
+   trial with its params, which resumes it from its last epoch (sweeps/objective.py); the
+   enqueued grid (comparison study) is added once;
 4. the study's MLflow parent run is created, or reopened from the id stored on the study;
 5. K worker processes (spawn) with ``cores // K`` torch threads each share the remaining
    budget: before each trial a worker takes a lock shared by the workers of this launcher,
@@ -147,21 +149,43 @@ def _pid_alive(pid: int, start: str | None) -> bool:
 
 def close_trial_run(tracking_uri: str, study: optuna.Study | None,
                     trial: optuna.trial.FrozenTrial, reason: str | None = None) -> None:
-    """Close the MLflow run of a stale trial FAILED (failed_trial_callback of the storage)."""
-    run_id = trial.user_attrs.get(obj.ATTR_RUN_ID)
-    if not run_id:
+    """Close the MLflow runs of a stale trial (one per seed) FAILED (failed_trial_callback
+    of the storage); runs already ended are left alone."""
+    run_ids = {trial.user_attrs.get(obj.ATTR_RUN_ID),
+               *(trial.user_attrs.get(obj.ATTR_RUN_IDS) or {}).values()} - {None, ""}
+    if not run_ids:
         return
     reason = reason or "stale trial: no heartbeat from its worker"
     with contextlib.suppress(tracking.TrackingError):
-        tracking.close_stale_runs(tracking_uri, [run_id], status="FAILED", reason=reason,
+        tracking.close_stale_runs(tracking_uri, sorted(run_ids), status="FAILED", reason=reason,
                                   extra_tags={Tag.TRIAL_STATE: TrialStateTag.FAIL})
 
 
+def enqueue_resumption(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
+    """Enqueue a new trial that continues the killed ``trial`` (same params and seeds, its run
+    directories with a last.ckpt or a finished record.json, its reported values); its number,
+    or None when no seed left either (nothing to resume: the study just runs a new trial)."""
+    from benchmark.training.resume import LAST_CHECKPOINT, RECORD_NAME
+
+    run_dirs = trial.user_attrs.get(obj.ATTR_RUN_DIRS) or {}
+    resumable = {seed: d for seed, d in run_dirs.items()        # resumable, or finished: reused
+                 if (Path(d) / LAST_CHECKPOINT).is_file() or (Path(d) / RECORD_NAME).is_file()}
+    if not resumable or obj.ATTR_SEEDS not in trial.user_attrs:
+        return None
+    study.enqueue_trial(dict(trial.params), user_attrs={
+        obj.ATTR_RESUME_OF: trial.number, obj.ATTR_RESUME_SEEDS: trial.user_attrs[obj.ATTR_SEEDS],
+        obj.ATTR_RESUME_RUN_DIRS: resumable,
+        obj.ATTR_RESUME_REPORTS: {str(s): v for s, v in trial.intermediate_values.items()}})
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return max(t.number for t in waiting if t.user_attrs.get(obj.ATTR_RESUME_OF) == trial.number)
+
+
 def fail_dead_local_trials(study: optuna.Study, tracking_uri: str, log: Log = print) -> list[int]:
-    """Fail RUNNING trials whose worker on this host is gone; close their MLflow runs."""
+    """Fail RUNNING trials whose worker on this host is gone; close their MLflow runs; enqueue
+    a trial that resumes each one that left a last.ckpt (``enqueue_resumption``)."""
     host = socket.gethostname()
     storage = study._storage
-    failed = []
+    failed, resumed = [], []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get(obj.ATTR_HOST) != host or obj.ATTR_PID not in t.user_attrs:
             continue
@@ -169,6 +193,11 @@ def fail_dead_local_trials(study: optuna.Study, tracking_uri: str, log: Log = pr
         if _pid_alive(pid, t.user_attrs.get(obj.ATTR_PID_START)):
             continue
         reason = f"stale trial: worker pid {pid} on host {host} is gone"
+        successor = enqueue_resumption(study, t)
+        if successor is not None:
+            reason += f"; resumed as trial {successor} from its last.ckpt"
+            storage.set_trial_user_attr(t._trial_id, obj.ATTR_RESUMED_AS, successor)
+            resumed.append((t.number, successor))
         storage.set_trial_user_attr(t._trial_id, obj.ATTR_OUTCOME, "stale")
         storage.set_trial_user_attr(t._trial_id, obj.ATTR_FAIL_REASON, reason)
         if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
@@ -177,6 +206,9 @@ def fail_dead_local_trials(study: optuna.Study, tracking_uri: str, log: Log = pr
     if failed:
         log(f"resume: trials {failed} were left RUNNING by a dead worker; marked FAIL "
             "(their MLflow runs closed FAILED); they do not count towards the budget")
+    for dead, successor in resumed:
+        log(f"resume: trial {dead} left a last.ckpt; trial {successor} continues it from its "
+            "last epoch (a new MLflow run, tagged resumed_from_run)")
     return failed
 
 

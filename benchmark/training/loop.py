@@ -1,10 +1,11 @@
 """The one training loop (docs/architecture.md §5; docs/methods.md §1.5, §3.5).
 
-``fit`` reads top to bottom: seed; reference optimiser and schedule; per epoch, loop over
-video-centric batches (``compute_loss``, finiteness check naming the term, backward, step), log
-the epoch means of every returned key under ``train/``, validate, checkpoint when val SumR
-strictly improves, run the hooks, stop early after the reference patience; then reload the best
-checkpoint, evaluate test, write the artifacts and return the RunRecord.
+``fit`` reads top to bottom: seed; reference optimiser and schedule; with ``resume``, restore
+all of it from ``last.ckpt``; per epoch, loop over video-centric batches (``compute_loss``,
+finiteness check naming the term, backward, step), log the epoch means of every returned key
+under ``train/``, validate, checkpoint when val SumR strictly improves, write ``last.ckpt``
+(``benchmark.training.resume``), run the hooks, stop early after the reference patience; then
+reload the best checkpoint, evaluate test, write the artifacts and return the RunRecord.
 
 Selection uses validation SumR of the ``"score"`` key only; test metrics never select anything.
 The loop never imports mlflow: it writes through a ``RunTracker``; whoever opened the run closes
@@ -38,6 +39,7 @@ from benchmark.seeding import seed_everything
 from benchmark.tracker import NullTracker, RunTracker
 from benchmark.training.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.training.optim import build_optimizer
+from benchmark.training.resume import LAST_CHECKPOINT, RECORD_NAME, LoopState, load_last, save_last
 from benchmark.views import SplitView, split_view
 
 CHECKPOINT_NAME = "best.pt"
@@ -95,25 +97,31 @@ def _as_tensors(out: Mapping[str, Tensor | float], method_name: str) -> dict[str
 def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConfig,
         tracker: RunTracker | None = None, hooks: Iterable[Hook] = (), *,
         identity: RunIdentity | None = None, run_dir: str | Path | None = None,
-        console: TrainingConsole | None = None) -> RunRecord:
+        console: TrainingConsole | None = None, resume: bool = False) -> RunRecord:
     """Train ``method`` on ``splits["train"]``, select on ``"val"``, report ``"test"``.
 
-    ``splits`` maps "train", "val", "test" to ``SplitData``; ``identity`` names the run
-    (built from ``cfg`` and the data when not given). ``run_dir`` defaults to
-    ``<runs>/checkpoints/<run id, or run name + time>/``; it receives best.pt, record.json,
-    config.json, ranks_val.npz and ranks_test.npz, each also sent to ``tracker.log_artifact``.
+    ``splits`` maps "train", "val", "test" to ``SplitData``; ``identity`` names the run (built
+    from ``cfg`` and the data when not given). ``run_dir`` defaults to
+    ``<runs>/checkpoints/<run id, or run name + time>/``; it receives best.pt, config.json,
+    ranks_val.npz, ranks_test.npz and record.json, each also sent to ``tracker.log_artifact``,
+    and after every epoch last.ckpt, removed once record.json is written. ``resume=True``
+    continues the run in ``run_dir`` from its last.ckpt (ResumeError when it cannot); the
+    epochs before it are not logged again.
     Every reported number is a view of those ranks (``benchmark.views``). A hook may raise to
     stop the run; the exception propagates. Memory is reported as the peak anonymous RSS of the
     fit (``sys/peak_anon_mb``; loaded splits included, mapped feature pages not) beside the
     peak RSS (``sys/peak_rss_mb``) and, on CUDA, the allocator peak.
     """
+    if resume and run_dir is None:
+        raise TrainingError(f"{cfg.method_name}: resume needs the run directory to resume from")
     with AnonPeak() as anon:
-        return _fit(method, splits, cfg, tracker, hooks, identity, run_dir, console, anon)
+        return _fit(method, splits, cfg, tracker, hooks, identity, run_dir, console, anon, resume)
 
 
 def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConfig,
          tracker: RunTracker | None, hooks: Iterable[Hook], identity: RunIdentity | None,
-         run_dir: str | Path | None, console: TrainingConsole | None, anon: AnonPeak) -> RunRecord:
+         run_dir: str | Path | None, console: TrainingConsole | None, anon: AnonPeak,
+         resume: bool) -> RunRecord:
     from benchmark.experiment import identify
 
     tracker = tracker if tracker is not None else NullTracker()
@@ -124,7 +132,7 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
     run_dir = Path(run_dir) if run_dir is not None else stores.checkpoint_dir(
         cfg.tracking.runs_dir, identity.run_dir_name(tracker.run_id, stamp))
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = run_dir / CHECKPOINT_NAME
+    checkpoint, last = run_dir / CHECKPOINT_NAME, run_dir / LAST_CHECKPOINT
     chash = config_hash(cfg)
 
     # -- set-up: seeds, device, reference optimiser over the whole run -------------------------
@@ -154,14 +162,23 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
                      "set (tagged val_equals_test=true)")
         tracker.set_tags({Tag.VAL_EQUALS_TEST: flag(True)})
 
-    best_sumr, best_epoch, es_cnt = -math.inf, -1, 0
-    best_val: EvalResult | None = None
-    best_val_view: SplitView | None = None
-    epoch_times, eval_times = [], []
-    step, epochs_run, stopped_early = 0, 0, False
+    # -- resume: weights, optimiser, every RNG and the loop's counters from last.ckpt -----------
+    state = LoopState()
+    if resume:           # after everything above that seeds or draws
+        state = load_last(last, model=method, optimizer=optimizer, generator=generator,
+                          config_hash=chash)
+        console.info(f"{cfg.method_name}: resuming {run_dir} after epoch {state.epochs_done} "
+                     f"of {num_epochs}" + (" (stopped early)" if state.stopped_early else ""))
+    else:                # a killed run is resumed from here (--resume RUN_DIR)
+        console.info(f"{cfg.method_name}: run directory {run_dir}")
+    best_sumr, best_epoch, es_cnt = state.best_sumr, state.best_epoch, state.es_cnt
+    best_val: EvalResult | None = state.best_val
+    best_val_view: SplitView | None = None if best_val is None else split_view(best_val, "val")
+    epoch_times, eval_times = state.epoch_times, state.eval_times
+    step, epochs_run, stopped_early = state.step, state.epochs_done, state.stopped_early
     anomaly = torch.autograd.detect_anomaly if cfg.train.detect_anomaly else contextlib.nullcontext
     with console if own_console else contextlib.nullcontext():
-        for epoch in range(num_epochs):
+        for epoch in range(epochs_run, epochs_run if stopped_early else num_epochs):
             # -- train one epoch ---------------------------------------------------------------
             method.train()
             console.start_epoch(epoch)
@@ -215,12 +232,19 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
                 metrics["sys/cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             tracker.log_metrics(metrics, step=epoch)    # one batched call per epoch
             console.end_epoch(epoch, metrics, best_epoch)
+            # ref: stop when es_cnt > max_es_cnt; es_cnt counts validations without improvement
+            stopped_early = run_clock.to_schedule_time(es_cnt) > cfg.train.early_stop_patience
+            # -- last.ckpt: before the hooks, so a pruned or killed run has this epoch ---------
+            save_last(last, model=method, optimizer=optimizer, generator=generator,
+                      config_hash=chash, state=LoopState(
+                          epochs_done=epochs_run, step=step, es_cnt=es_cnt, best_sumr=best_sumr,
+                          best_epoch=best_epoch, best_val=best_val, epoch_times=epoch_times,
+                          eval_times=eval_times, stopped_early=stopped_early,
+                          run_id=tracker.run_id))
             if validate:
                 for hook in hooks:
                     hook(EpochSummary(epoch, dict(metrics), best_sumr, best_epoch))
-            # ref: stop when es_cnt > max_es_cnt; es_cnt counts validations without improvement
-            if run_clock.to_schedule_time(es_cnt) > cfg.train.early_stop_patience:
-                stopped_early = True
+            if stopped_early:
                 break
 
     # -- reload the selected epoch and report test -----------------------------------------------
@@ -228,6 +252,9 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
         raise TrainingError(f"{cfg.method_name}: no validation improved on -inf in "
                             f"{epochs_run} epoch(s); nothing to select")
     payload = load_checkpoint(checkpoint, config_hash=chash, map_location=device)
+    if payload["epoch"] != best_epoch:           # e.g. a resume on hardware that drew otherwise
+        raise TrainingError(f"{checkpoint}: holds epoch {payload['epoch']}, but the selected "
+                            f"epoch is {best_epoch}")
     method.load_state_dict(payload["state_dict"])
     started = time.perf_counter()
     test_result = evaluate(test)
@@ -256,8 +283,12 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
         git_commit=identity.git_commit, run_id=tracker.run_id, run_dir=str(run_dir))
 
     # -- artifacts ---------------------------------------------------------------------------
-    artifacts = [record.save(run_dir / "record.json"), save_config(cfg, run_dir / "config.json"),
-                 test_result.save(run_dir / "ranks_test.npz"), best_val.save(run_dir / "ranks_val.npz")]
+    # record.json last: its presence marks the run finished (never resumed); last.ckpt (3× the
+    # weights: model and Adam moments) is then of no use and goes
+    artifacts = [save_config(cfg, run_dir / "config.json"),
+                 test_result.save(run_dir / "ranks_test.npz"), best_val.save(run_dir / "ranks_val.npz"),
+                 record.save(run_dir / RECORD_NAME)]
+    last.unlink(missing_ok=True)
     for path in artifacts:
         tracker.log_artifact(path)
     console.info(f"{cfg.method_name}: best epoch {best_epoch + 1}, val SumR {best_sumr:.2f}, "
