@@ -90,18 +90,19 @@ def sumr_by_setting(result: runner.SweepResult, storage_url: str,
         run = tracking.get_run(tracking_uri, trial.user_attrs["mlflow_run_id"])
         out[label] = float(run["metrics"]["test/SumR"])
         worker_seconds += float(run["metrics"]["time/trial_seconds"])
-    missing = sorted(wanted - set(out))
-    if missing:
-        raise PRVRBenchError(f"budget study: {result.study_name} has no completed trial for "
-                             f"{'; '.join(missing)}; rerun the command to finish it")
     return out, worker_seconds
 
 
 def ranking_table(scores: dict[str, dict[str, float]], seconds: dict[str, float],
                   long_name: str, seed: int, data: str) -> tuple[str, dict[str, Any]]:
     """Markdown: test SumR per setting and budget, then Kendall τ of each budget vs the long."""
-    labels = sorted(scores[long_name], key=lambda k: -scores[long_name][k])
     names = list(scores)
+    common = set.intersection(*(set(scores[n]) for n in names))
+    labels = sorted(common, key=lambda k: -scores[long_name][k])
+    if len(labels) < 2:
+        raise PRVRBenchError(f"budget study: only {len(labels)} setting(s) completed in every "
+                             "budget; rerun the command to finish the studies")
+    absent = {n: sorted(set(scores[n]) - common) for n in names if set(scores[n]) - common}
     lines = ["| setting | " + " | ".join(f"{n} test SumR" for n in names) + " |",
              "|---|" + "---:|" * len(names)]
     for label in labels:
@@ -117,10 +118,13 @@ def ranking_table(scores: dict[str, dict[str, float]], seconds: dict[str, float]
         taus[name] = {"tau": tau, "p": p}
         lines.append(f"| {name} | {tau:.3f} | {p:.3f} | {seconds[name] / 60:.1f} |")
     lines.append("")
+    for n, extra in absent.items():
+        lines.append(f"Also completed in {n} only (left out of the rankings, which compare the "
+                     f"settings every budget completed): {'; '.join(extra)}.")
     lines.append(f"Seed {seed} for every run; data {data}; ranks by test SumR of the checkpoint "
                  "selected on val SumR; cost = the trials' own seconds, summed over workers.")
     return "\n".join(lines), {"scores": scores, "seconds": seconds, "kendall": taus, "seed": seed,
-                               "data": data}
+                               "data": data, "compared": labels}
 
 
 def main(argv: list[str] | None = None) -> int:
