@@ -239,13 +239,24 @@ def _objective(ctx: obj.TrialContext, release: Callable[[], None], box: dict[str
 
 
 def worker_loop(w: WorkerArgs, lock) -> int:
-    """Run trials until the study's budget is used up; returns the number this worker ran."""
+    """Run trials until the study's budget is used up; returns the number this worker ran.
+    The thread budget and Optuna's verbosity are the worker's own: in-process (``workers=0``)
+    the caller gets its own back, so a later training in that process computes as before."""
     import torch
 
+    threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
     torch.set_num_threads(w.threads)
     # Optuna's own "Trial 3 failed …" warning would be an unattributed line: the worker says
     # each outcome itself, under the trial's tag (sweeps/narration.py)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return _run_trials(w, lock)
+    finally:
+        torch.set_num_threads(threads)
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _run_trials(w: WorkerArgs, lock) -> int:
     storage = st.make_storage(
         w.storage_url, heartbeat_interval=w.heartbeat_interval, grace_period=w.grace_period,
         stale_trial_callback=functools.partial(close_trial_run, w.ctx.tracking_uri))

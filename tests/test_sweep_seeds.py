@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+import torch
 
 from benchmark import tracking
 from benchmark.naming import Tag
@@ -56,7 +57,9 @@ def test_several_seeds_per_trial_optimise_the_mean(tiny_root, tmp_path):
 
 
 def test_trials_share_the_study_seed_by_default(tiny_root, tmp_path):
+    threads = torch.get_num_threads()
     result = _run(_spec("shared", epochs=1), tiny_root, tmp_path, seed=7)
+    assert torch.get_num_threads() == threads        # the in-process worker gave its threads back
     runs = _runs_of(tmp_path, result.parent_run_id)
     assert sorted(r["params"]["seed"] for r in runs) == ["7", "7"]
     assert {r["params"]["train.schedule_clock"] for r in runs} == {"progress"}
