@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seed_list, default=None, metavar="S1,S2,...",
                    help="train every trial on each of these seeds; the trial's value is their mean")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs of every trial")
+    p.add_argument("--schedule-clock", choices=("epoch", "progress"), default=None,
+                   help="how the trials' schedules read time (default: the study's, "
+                        "docs/sweeps.md 'Budgets and the schedule clock')")
     p.add_argument("--runs-dir", default=None, help="run directory (default $PRVR_RUNS_DIR, then ./runs)")
     p.add_argument("--list", action="store_true", help="list the registered studies and exit")
     p.add_argument("--markdown", action="store_true",
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(COLLECTIONS)}", file=sys.stderr)
         return 2
     spec = studies.get_study(args.study)
+    if args.schedule_clock is not None:
+        spec = spec.replace(schedule_clock=args.schedule_clock)
     # the first line, before the heavy imports and the store checks (issue 14: within seconds)
     print(f"sweep: study '{spec.name}' on {args.collection} ({spec.method}, {spec.summary}); "
           "checking the stores", flush=True)

@@ -85,3 +85,15 @@ def test_seeds_flag_is_parsed_and_checked(capsys):
     assert "expected comma-separated integers, got '1,x'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="seeds repeat"):
         _spec("dup", seeds=(1, 1))
+
+
+def test_schedule_clock_flag_sets_the_trials_clock(tiny_root, tmp_path):
+    code = sweep_main(["--study", "tvr-default", "--collection", "tvr", "--data-root", str(tiny_root),
+                       "--n-trials", "1", "--workers", "0", "--epochs", "1",
+                       "--schedule-clock", "epoch", "--runs-dir", str(tmp_path / "runs"),
+                       "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
+                       "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert code == 0
+    runs = tracking.search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", ["tvr-synthetic"],
+                                "tags.trial = '0'")
+    assert [r["params"]["train.schedule_clock"] for r in runs] == ["epoch"]
