@@ -1,13 +1,16 @@
 """nox sessions: tests (default), lint, bench, sweep-tvr/-activitynet/-charades, report, mlflow-ui.
 
-All sessions share ONE virtualenv, `.nox/prvr` (1.8 GB, built once in about a minute; reruns
-take seconds), with the pinned project and its `test` extra installed; pip inside it finds the
+All sessions share ONE virtualenv, `.nox/prvr` (about 2.1 GB, built once in about a minute;
+reruns take seconds), with the pinned project and its `test` and `features` extras installed
+(`features`, about 290 MB of transformers, PyAV and tokenizers, is there so that the feature
+extraction tests run in the one environment); pip inside it finds the
 local CPU torch build (docs/toolchain.md). nox 2026.10.20 has no per-session venv location, so
 each session is declared without a venv of its own (`venv_backend="none"`) and `_install`
 creates or reuses the shared one through nox's own `VirtualEnv` (virtualenv backend, Python
 3.11) and puts its `bin/` first on PATH: `python`, `mlflow`, `pytest`, `ruff`, `pyright` in a
-session are the shared environment's. `pip install -e .[test]` runs again only when
-pyproject.toml changed (a stamp file in the venv). Extra arguments after `--` pass through.
+session are the shared environment's. `pip install -e .[test,features]` runs again only
+when pyproject.toml or the extras changed (a stamp file in the venv). Extra arguments after
+`--` pass through.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ STAMP = ".prvr-installed"                       # sha256 of pyproject.toml of th
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
 
 
-def _install(session: nox.Session, extras: str = "test") -> None:
+def _install(session: nox.Session, extras: str = "test,features") -> None:
     """Create or reuse the shared environment, install the project when pyproject.toml
     changed, and make the session's commands resolve in it."""
     venv = VirtualEnv(str(SHARED_ENV), interpreter=PYTHON, reuse_existing=True,
@@ -39,7 +42,7 @@ def _install(session: nox.Session, extras: str = "test") -> None:
     stamp = SHARED_ENV / STAMP
     if created or not stamp.is_file() or stamp.read_text().strip() != want:
         session.log(f"installing the project into the shared environment {SHARED_ENV} "
-                    f"({'new: about 1-2 minutes and 1.8 GB' if created else 'pyproject.toml changed'})")
+                    f"({'new: about 1-2 minutes and 2.1 GB' if created else 'pyproject.toml changed'})")
         session.run(str(bin_dir / "python"), "-m", "pip", "install", "-q", "-e", f".[{extras}]",
                     external=True)
         stamp.write_text(want + "\n")

@@ -42,6 +42,11 @@ OWNERS = {
     "mlflow": {"benchmark/tracking.py"},
     "rich": {"benchmark/console.py", "reports/"},
     "optuna": {"sweeps/", "reports/"},
+    # the `features` extra (python -m benchmark.features): never imported by the rest of the core
+    "transformers": {"benchmark/features/"},
+    "tokenizers": {"benchmark/features/"},
+    "av": {"benchmark/features/"},
+    "PIL": {"benchmark/features/"},
 }
 
 
