@@ -336,3 +336,12 @@ def test_moment_spans_keep_hash_ids(tmp_path):
     path = tmp_path / "m.txt"
     path.write_text("# comment\nv0#0 1.0 2.5\nv0#enc#1 0 3 10\n")
     assert read_moment_spans(path) == {"v0#0": (1.0, 2.5, None), "v0#enc#1": (0.0, 3.0, 10.0)}
+
+
+def test_throughput_script_runs(capsys):
+    from benchmark.features.throughput import main as throughput_main
+
+    assert throughput_main(["--arch", "tiny", "--videos", "2", "--seconds", "2", "--width", "64",
+                            "--height", "48", "--batch-size", "4", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["frames"] == 2 and result["encoder_only_frames_per_s"] > 0
