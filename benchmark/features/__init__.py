@@ -8,8 +8,10 @@ Pillow). The rest of the core never imports this package or those libraries
 * ``decode``   frame sampling at a fixed rate with PyAV; video lists
 * ``models``   CLIP image/text, RoBERTa token encoders; optional timm/torchvision backbones
 * ``inputs``   caption splits, moment spans, id checks
+* ``pipeline`` decoding in a background thread while the models encode
 * ``shards``   resumable work directories of atomic shards; atomic file writes
 * ``writers``  keyed HDF5 and BigFile outputs
 * ``extract``  the two jobs, ``from_videos`` and ``texts``
 * ``cli``      argument parsing
+* ``throughput`` frames/s on synthetic videos (``python -m benchmark.features.throughput``)
 """

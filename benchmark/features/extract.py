@@ -36,7 +36,7 @@ from benchmark.data.errors import DataError
 from benchmark.data.layout import SPLITS, Layout
 from benchmark.data.text import read_captions, video_id_of
 
-from .decode import DEFAULT_FPS, BadVideoError, Sampled, find_videos, sample_frames
+from .decode import DEFAULT_FPS, BadVideoError, find_videos
 from .inputs import (
     SplitCaptions,
     check_key,
@@ -56,6 +56,7 @@ from .models import (
     image_encoder,
     resolve_device,
 )
+from .pipeline import VideoTask, decoded
 from .shards import ShardStore, write_text_atomic
 from .writers import write_bigfile, write_keyed_hdf5
 
@@ -155,34 +156,23 @@ def _collect_splits(job: VideoJob) -> dict[str, SplitCaptions]:
     return splits
 
 
-def _frames_of(path: Path, encoders: list[ImageEncoder], *, fps: float, count: int | None,
-               batch_size: int) -> tuple[list[np.ndarray], Sampled]:
-    """Every encoder's (T, d) features of one video's sampled frames, and the sampling info.
-    Each batch of decoded frames goes through all encoders before the next is decoded."""
-    info = Sampled(path)
-    preprocess = {id(e.preprocess): e.preprocess for e in encoders}
-    same = len(preprocess) == 1
-    outputs: list[list[np.ndarray]] = [[] for _ in encoders]
-    batch: list = []
+class _Frames:
+    """Preprocessing for every encoder (one call when they share it) and batched encoding."""
 
-    def flush() -> None:
-        for i, encoder in enumerate(encoders):
-            pixels = [b if same else b[id(encoder.preprocess)] for b in batch]
-            outputs[i].append(encoder.encode(pixels))
-        batch.clear()
+    def __init__(self, encoders: list[ImageEncoder]) -> None:
+        self.encoders = encoders
+        self.preprocess = {id(e.preprocess): e.preprocess for e in encoders}
+        self.shared = len(self.preprocess) == 1
 
-    def transform(image):
-        if same:
-            return encoders[0].preprocess(image)
-        return {key: p(image) for key, p in preprocess.items()}
+    def transform(self, image):
+        if self.shared:
+            return self.encoders[0].preprocess(image)
+        return {key: p(image) for key, p in self.preprocess.items()}
 
-    for pixels in sample_frames(path, fps=fps, count=count, transform=transform, info=info):
-        batch.append(pixels)
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
-    return [np.concatenate(o) for o in outputs], info
+    def encode(self, frames: list) -> list[np.ndarray]:
+        """Shapes: n frames -> one (n, d_e) array per encoder."""
+        return [e.encode(frames if self.shared else [f[id(e.preprocess)] for f in frames])
+                for e in self.encoders]
 
 
 def from_videos(job: VideoJob) -> dict:
@@ -239,28 +229,34 @@ def from_videos(job: VideoJob) -> dict:
             encoders.append(image_encoder(job.student, clip, device))
         _say(f"encoders: {', '.join(f'{e.name} ({e.dim}-d)' for e in encoders)} on {device}; "
              f"{'frame counts of ' + layout.visual_feature if teacher_only else f'{job.fps:.4g} frames/s'}")
+        frames = _Frames(encoders)
+        tasks = [VideoTask(v, files.get(v), None if counts is None else counts[v]) for v in todo]
         started = time.perf_counter()
         with TrainingConsole(1, len(todo), title="from-videos", what=job.collection) as console:
             console.start_epoch(0)
-            for video_id in todo:
-                path = files.get(video_id)
-                try:
-                    if path is None:
-                        raise BadVideoError(job.videos, "no video file for this video id "
-                                                        "(named by the captions)", key=video_id)
-                    features, info = _frames_of(path, encoders, fps=job.fps,
-                                                count=None if counts is None else counts[video_id],
-                                                batch_size=job.batch_size)
-                except BadVideoError as exc:
+            parts: list[list[np.ndarray]] = [[] for _ in encoders]
+            for chunk in decoded(tasks, fps=job.fps, transform=frames.transform,
+                                 chunk=job.batch_size, missing_source=job.videos):
+                video_id = chunk.video_id
+                if chunk.error is not None:
+                    parts = [[] for _ in encoders]
                     if not job.skip_bad:
+                        exc = chunk.error
                         raise BadVideoError(exc.path, f"video {video_id!r}: {exc.problem} "
-                                                      "(--skip-bad leaves it out)", key=exc.key) from None
-                    bad[video_id] = str(exc)
-                    console.warn(f"skipped bad video {video_id!r}: {exc}")
+                                                      "(--skip-bad leaves it out)", key=exc.key)
+                    bad[video_id] = str(chunk.error)
+                    console.warn(f"skipped bad video {video_id!r}: {chunk.error}")
                     console.advance(1, samples=0)
                     continue
+                if chunk.frames:
+                    for part, encoded in zip(parts, frames.encode(chunk.frames)):
+                        part.append(encoded)
+                if chunk.info is None:
+                    continue
+                features = [np.concatenate(p) for p in parts]
+                parts = [[] for _ in encoders]
                 fields = {"teacher": [features[0]],
-                          "duration": [np.array([[info.duration]], dtype=np.float32)]}
+                          "duration": [np.array([[chunk.info.duration]], dtype=np.float32)]}
                 if len(features) > 1:
                     fields["student"] = [features[1]]
                 work.store.write([video_id], fields)
