@@ -345,3 +345,22 @@ def test_throughput_script_runs(capsys):
                             "--height", "48", "--batch-size", "4", "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["frames"] == 2 and result["encoder_only_frames_per_s"] > 0
+
+
+def test_missing_extra_is_said(monkeypatch, capsys):
+    for module in ("benchmark.features.decode", "benchmark.features.extract"):
+        monkeypatch.setitem(sys.modules, module, None)       # import fails as without the extra
+    assert features_main(["texts", "--collection", "x", "--out", "y"]) == 2
+    assert "needs the 'features' extra" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_extraction_on_cuda_matches_cpu(assets, extracted, tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    assert features_main(video_args(assets, tmp_path)[:-4] + ["--device", "cuda"]) == 0
+    got = teacher_arrays(tmp_path / COLLECTION / "FeatureData" / TEACHER)
+    want = teacher_arrays(extracted / COLLECTION / "FeatureData" / TEACHER)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-3, atol=1e-4)
