@@ -364,3 +364,20 @@ def test_extraction_on_cuda_matches_cpu(assets, extracted, tmp_path):
     want = teacher_arrays(extracted / COLLECTION / "FeatureData" / TEACHER)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-3, atol=1e-4)
+
+
+def test_text_layer_choice(assets, extracted, tmp_path, capsys):
+    out = tmp_path / "layer"
+    shutil.copytree(extracted / COLLECTION / "TextData", out / COLLECTION / "TextData",
+                    ignore=shutil.ignore_patterns("*.hdf5"))
+    assert features_main(text_args(assets, out, "--only", "roberta", "--text-layer", "0")) == 0
+    name = f"roberta_{COLLECTION}_query_feat.hdf5"
+    embeddings = teacher_arrays(out / COLLECTION / "TextData" / name)
+    last = teacher_arrays(extracted / COLLECTION / "TextData" / name)
+    assert all(embeddings[k].shape == last[k].shape for k in last)
+    assert not np.allclose(embeddings["v0#0"], last["v0#0"])
+    assert features_main(text_args(assets, out, "--only", "roberta", "--text-layer", "7",
+                                   "--overwrite")) == 2
+    assert "--text-layer 7" in capsys.readouterr().err
+    # the refused run did no work, so its settings do not block the corrected command
+    assert features_main(text_args(assets, out, "--only", "roberta", "--overwrite")) == 0

@@ -128,7 +128,9 @@ class _WorkDir:
         settings_file = directory / "job.json"
         if settings_file.is_file():
             saved = json.loads(settings_file.read_text())
-            if saved != settings:
+            if saved != settings and not self.store.shards():       # no work done yet: reuse
+                write_text_atomic(settings_file, json.dumps(settings, sort_keys=True))
+            elif saved != settings:
                 raise DataError(directory, f"holds a half-done extraction made with other "
                                            f"settings ({saved}, now {settings}); rerun with those "
                                            "settings to finish it, or delete the directory")
@@ -370,6 +372,7 @@ def texts(job: TextJob) -> dict:
         work = _WorkDir(work_dir, settings)
         done = work.store.done_ids()
         todo = [i for i, c in enumerate(cap_ids) if c not in done]
+        todo.sort(key=lambda i: len(captions[i]))      # similar lengths per batch: less padding
         _say(f"{kind}: {len(cap_ids)} captions, {len(cap_ids) - len(todo)} already done, "
              f"{len(todo)} to encode")
         if todo:
