@@ -342,9 +342,11 @@ def test_throughput_script_runs(capsys):
     from benchmark.features.throughput import main as throughput_main
 
     assert throughput_main(["--arch", "tiny", "--videos", "2", "--seconds", "2", "--width", "64",
-                            "--height", "48", "--batch-size", "4", "--threads", "1"]) == 0
+                            "--height", "48", "--batch-size", "4", "--threads", "1",
+                            "--text-arch", "tiny"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["frames"] == 2 and result["encoder_only_frames_per_s"] > 0
+    assert result["text_captions_per_s"] > 0
 
 
 def test_missing_extra_is_said(monkeypatch, capsys):

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -74,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--text-arch", choices=("roberta-large", "tiny"),
+                   help="also time a randomly initialised RoBERTa of these shapes on captions "
+                        "of --text-tokens tokens (encoder alone, captions/s)")
+    p.add_argument("--text-tokens", type=int, default=20, help="tokens per caption, <s> and </s> included")
     args = p.parse_args(argv)
+    if args.videos < 2:
+        p.error("--videos must be at least 2 (one for train, one for test)")
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,11 +119,42 @@ def _measure(args: argparse.Namespace) -> dict:
         for _ in range(rounds):
             encoder.encode(batch)
         encode_fps = rounds * args.batch_size / (time.perf_counter() - started)
-    return {"arch": args.arch, "device": str(resolve_device(args.device)),
+    text = _text_rate(args) if args.text_arch else {}
+    return {**text, "arch": args.arch, "device": str(resolve_device(args.device)),
             "torch_threads": torch.get_num_threads(), "videos": args.videos,
             "video": f"{args.width}x{args.height} {args.video_fps} fps {args.seconds:g} s H.264",
             "frames": report["frames"], "end_to_end_frames_per_s": report["frames_per_second_now"],
             "encoder_only_frames_per_s": round(encode_fps, 1), "batch_size": args.batch_size}
+
+
+def _text_rate(args: argparse.Namespace) -> dict:
+    """Captions/s of a random RoBERTa of the named shapes, last hidden layer, batch of
+    ``--batch-size`` captions of ``--text-tokens`` tokens (tokenisation not included)."""
+    from transformers import RobertaConfig, RobertaModel
+
+    if args.text_arch == "roberta-large":
+        config = RobertaConfig(vocab_size=50265, hidden_size=1024, num_hidden_layers=24,
+                               num_attention_heads=16, intermediate_size=4096,
+                               max_position_embeddings=514, type_vocab_size=1)
+    else:
+        config = RobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    model: Any = RobertaModel(config, add_pooling_layer=False)
+    model = model.to(device).eval()
+    ids = torch.randint(3, config.vocab_size, (args.batch_size, args.text_tokens), device=device)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)                # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started, rounds = time.perf_counter(), 3
+        for _ in range(rounds):
+            model(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()
+    rate = rounds * args.batch_size / (time.perf_counter() - started)
+    return {"text_arch": args.text_arch, "text_tokens": args.text_tokens,
+            "text_captions_per_s": round(rate, 1)}
 
 
 if __name__ == "__main__":
