@@ -383,3 +383,18 @@ def test_text_layer_choice(assets, extracted, tmp_path, capsys):
     assert "--text-layer 7" in capsys.readouterr().err
     # the refused run did no work, so its settings do not block the corrected command
     assert features_main(text_args(assets, out, "--only", "roberta", "--overwrite")) == 0
+
+
+def test_finished_output_is_not_redone(assets, extracted, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "again"
+    shutil.copytree(extracted / COLLECTION, out / COLLECTION)
+    encoded: list[str] = []
+    monkeypatch.setattr(extract, "after_unit", encoded.append)
+    assert features_main(video_args(assets, out)) == 0 and encoded == []
+    assert "nothing to do" in capsys.readouterr().err
+    captions = tmp_path / "captions.txt"                       # one more video asked for
+    captions.write_text(assets["captions"].read_text() + "v9#0 a dog\n")
+    args = video_args({**assets, "captions": captions}, out)
+    i = args.index("--moments")
+    assert features_main(args[:i] + args[i + 2:]) == 2
+    assert "--overwrite" in capsys.readouterr().err and encoded == []

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
 
 from benchmark.console import TrainingConsole, write_line
@@ -210,6 +211,13 @@ def from_videos(job: VideoJob) -> dict:
     outputs = [layout.teacher_video_features] + ([] if teacher_only else [layout.bigfile_dir / "shape.txt"])
     work_dir = layout.collection_dir / WORK_DIR / f"videos-{layout.visual_feature}"
     if all(p.exists() for p in outputs) and not work_dir.exists() and not job.overwrite:
+        with h5py.File(layout.teacher_video_features, "r") as handle:
+            lacking = [v for v in needed if v not in handle]
+        if lacking:
+            raise DataError(layout.teacher_video_features,
+                            f"a finished extraction without {len(lacking)} of the {len(needed)} "
+                            "videos now asked for; pass --overwrite to extract them all again",
+                            key=lacking[0])
         _say(f"{layout.collection_dir} already holds the video features ({outputs[0].name}); "
              "nothing to do (--overwrite to extract again)")
         report_file = layout.collection_dir / REPORT
