@@ -398,3 +398,14 @@ def test_finished_output_is_not_redone(assets, extracted, tmp_path, monkeypatch,
     i = args.index("--moments")
     assert features_main(args[:i] + args[i + 2:]) == 2
     assert "--overwrite" in capsys.readouterr().err and encoded == []
+
+
+def test_finished_text_file_lacking_captions_asks_for_overwrite(assets, extracted, tmp_path, capsys):
+    out = tmp_path / "texts-again"
+    shutil.copytree(extracted / COLLECTION, out / COLLECTION)
+    assert features_main(text_args(assets, out)) == 0
+    assert "covers every caption; skipped" in capsys.readouterr().err
+    train = out / COLLECTION / "TextData" / f"{COLLECTION}train.caption.txt"
+    train.write_text(train.read_text() + "v0#7 a new caption\n")
+    assert features_main(text_args(assets, out, "--only", "teacher")) == 2
+    assert "'v0#7'" in capsys.readouterr().err

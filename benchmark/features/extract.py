@@ -375,7 +375,13 @@ def texts(job: TextJob) -> dict:
                     if kind == "roberta" else {"model": job.clip_model})
         work_dir = layout.collection_dir / WORK_DIR / f"texts-{kind}"
         if target.exists() and not work_dir.exists() and not job.overwrite:
-            _say(f"{target} exists; skipped (--overwrite to extract again)")
+            with h5py.File(target, "r") as handle:
+                lacking = [c for c in cap_ids if c not in handle]
+            if lacking:
+                raise DataError(target, f"exists without {len(lacking)} of the {len(cap_ids)} "
+                                        "captions of the caption files; pass --overwrite to "
+                                        "extract them all again", key=lacking[0])
+            _say(f"{target} exists and covers every caption; skipped (--overwrite to extract again)")
             continue
         work = _WorkDir(work_dir, settings)
         done = work.store.done_ids()
