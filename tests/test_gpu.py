@@ -44,8 +44,8 @@ def test_cuda_scores_match_cpu_on_the_same_weights(tiny_root, name):
     for key, want in cpu_scores.items():
         gap = float(np.abs(gpu_scores[key].astype(np.float64) - want).max())
         assert gap <= SCORE_TOLERANCE, f"{name} {key!r}: max |CPU - CUDA| = {gap:.3g}"
-    # the ranks may differ only where two videos' scores are closer than the tolerance
-    assert abs(gpu.metrics()["SumR"] - cpu.metrics()["SumR"]) <= 1.0
+    # ranks may differ only where two videos' scores lie within the tolerance: a few queries
+    assert (gpu["score"].rank != cpu["score"].rank).mean() <= 0.05
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
