@@ -218,7 +218,7 @@ def table(gflops: float, rows: dict[str, dict]) -> str:
         shares = " | ".join(f"{100 * r[f'share_{k}']:.0f} %" for k in SHARES)
         lines.append(f"| {name} | {r['epoch_seconds']:.2f} | {r['val_eval_seconds']:.2f} | "
                      f"{r['train_gflop_per_epoch']:.1f} | {r['flop_bound_seconds']:.2f} | "
-                     f"**{r['epoch_vs_bound']:.1f}×** | {r['achieved_gflops']:.0f} | {shares} |")
+                     f"**{r['epoch_vs_bound']:.1f}×** | {r['achieved_gflops']:.3g} | {shares} |")
     for name, r in rows.items():
         ops = ", ".join(f"{op} {s:.2f} s ({kind})" for op, s, kind in r["top_ops"])
         lines.append(f"* {name} top ops (profiled epoch): {ops}")
