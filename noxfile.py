@@ -1,4 +1,4 @@
-"""nox sessions: tests (default), lint, bench, sweep-tvr/-activitynet/-charades, report, mlflow-ui.
+"""nox sessions: tests (default), lint, bench, gpu, sweep-tvr/-activitynet/-charades, report, mlflow-ui.
 
 All sessions share ONE virtualenv, `.nox/prvr` (about 2.1 GB, built once in about a minute;
 reruns take seconds), with the pinned project and its `test` and `features` extras installed
@@ -74,6 +74,29 @@ def bench(session: nox.Session) -> None:
     """Speed and memory benchmarks (ratios against naive approaches, measured in one run)."""
     _install(session)
     session.run("python", "-m", "bench", *session.posargs, env=ENV)
+
+
+# prints "available|torch version|CUDA version it was built for|device name" on one line
+CUDA_CHECK = ("import torch; c = torch.cuda.is_available(); print(c, torch.__version__, torch.version.cuda, "
+              "torch.cuda.get_device_name(0) if c else '-', sep='|')")
+
+
+@nox.session(venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """On a machine with CUDA, in one go: the `gpu`-marked tests (CPU/CUDA scores on the same
+    weights within 1e-4, CUDA epochs in fp32 and bf16), then the bench on CUDA; extra
+    arguments go to the bench (`nox -s gpu -- --only flops`). Without CUDA it stops at once."""
+    _install(session)
+    found = session.run("python", "-c", CUDA_CHECK, silent=True, env=ENV)
+    line = str(found or "").strip().splitlines()[-1:] or ["False|?|?|-"]
+    available, version, built_for, name = (line[0].split("|") + ["?"] * 4)[:4]
+    if available != "True":
+        session.error(f"nox -s gpu needs CUDA, and torch {version} in {SHARED_ENV} sees none "
+                      f"(built for CUDA {built_for}); run it on a machine with an NVIDIA GPU and "
+                      "a CUDA build of torch")
+    session.log(f"CUDA device: {name} (torch {version}, CUDA {built_for})")
+    session.run("python", "-m", "pytest", "-m", "gpu", "-q", "-rs", env=ENV)
+    session.run("python", "-m", "bench", "--device", "cuda", *session.posargs, env=ENV)
 
 
 def _sweep(session: nox.Session, collection: str) -> None:

@@ -18,16 +18,17 @@ import torch
 
 from benchmark import stores
 
-TOPICS = ("dl_dkd", "evaluator", "kdc_net", "ms_sl", "sweeps", "training")
+TOPICS = ("dl_dkd", "evaluator", "flops", "kdc_net", "ms_sl", "sweeps", "training")
 PROFILE, SCALE = "tvr", "small"
 
 
 def _runner(name: str):
     """The ``run`` function of one topic (imported on demand: topics pull in sweeps, MLflow)."""
-    from bench import dl_dkd, evaluator, kdc_net, ms_sl, sweeps, training
+    from bench import dl_dkd, evaluator, flops, kdc_net, ms_sl, sweeps, training
 
-    return {"dl_dkd": dl_dkd.run, "evaluator": evaluator.run, "kdc_net": kdc_net.run,
-            "ms_sl": ms_sl.run, "sweeps": sweeps.run, "training": training.run}[name]
+    return {"dl_dkd": dl_dkd.run, "evaluator": evaluator.run, "flops": flops.run,
+            "kdc_net": kdc_net.run, "ms_sl": ms_sl.run, "sweeps": sweeps.run,
+            "training": training.run}[name]
 
 
 def small_tvr(runs_dir: Path) -> Path:
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device cuda: torch {torch.__version__} sees no CUDA device")
     runs_dir = stores.runs_dir(args.runs_dir)
     data_root = small_tvr(runs_dir)
     names = args.only or list(TOPICS)

@@ -36,6 +36,7 @@ from benchmark.interface import MethodConfig, ScheduleClock
 from benchmark.mv import DEFAULT_MV_EDGES
 from benchmark.overrides import ConfigError, apply_overrides, to_jsonable
 from benchmark.overrides import flatten as _flatten
+from benchmark.precision import PRECISIONS, Precision
 from benchmark.registry import METHODS, get_method
 
 
@@ -72,6 +73,9 @@ class TrainConfig:
     reference_epochs: int | None = None   # E_ref; None: the recipe's train.epochs (load_config)
     # PAPER-VS-CODE §3.5: the reference trains under detect_anomaly (slow, same numbers)
     detect_anomaly: bool = False
+    # "fp32": everything float32 (the reference); "bf16": compute_loss's forward under bfloat16
+    # autocast, losses, backward, optimiser and evaluation float32 (benchmark/precision.py)
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -84,6 +88,9 @@ class TrainConfig:
             raise ConfigError("train.val_every must be >= 1")
         if self.reference_epochs is not None and self.reference_epochs < 1:
             raise ConfigError(f"train.reference_epochs must be >= 1, got {self.reference_epochs}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {', '.join(map(repr, PRECISIONS))}, "
+                              f"got {self.precision!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,13 +340,16 @@ def flatten(cfg: ExperimentConfig) -> dict[str, Any]:
 def config_hash(cfg: ExperimentConfig) -> str:
     """sha256 of the settings that determine trained weights (method, data, train, optim, seed);
     chunk sizes, tracking and device are excluded, and so are the clock fields while the clock
-    is "epoch" (they change nothing then, and hashes of runs from before them stay valid).
-    Checkpoints carry it."""
+    is "epoch" and the precision while it is "fp32" (they change nothing then, and hashes of
+    runs from before them stay valid). Checkpoints carry it."""
     d = config_to_dict(cfg)
     keep = {k: d[k] for k in ("method_name", "method", "data", "train", "optim", "seed")}
+    drop = set()
     if cfg.train.schedule_clock == "epoch":   # E_ref moves nothing on the epoch clock, and
-        keep["train"] = {k: v for k, v in keep["train"].items()   # hashes stay as before it
-                         if k not in ("schedule_clock", "reference_epochs")}
+        drop |= {"schedule_clock", "reference_epochs"}   # hashes stay as before it
+    if cfg.train.precision == "fp32":         # likewise: runs from before the setting were fp32
+        drop.add("precision")
+    keep["train"] = {k: v for k, v in keep["train"].items() if k not in drop}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 

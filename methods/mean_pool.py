@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from benchmark.data.batch import QueryBatch, TrainBatch, VideoBatch
 from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, PRVRMethod
+from benchmark.precision import float32_loss
 from benchmark.registry import register_method, register_variant
 from methods.errors import MethodConfigError
 
@@ -94,16 +95,25 @@ class MeanPool(PRVRMethod):
 
     def compute_loss(self, batch: TrainBatch, progress: Progress) -> dict[str, Tensor]:
         cos = self.score(self.encode_queries(batch.queries), self.encode_videos(batch.videos))["score"]
-        logits = cos / self.config.temperature                             # (Nq, B)
-        t2v = F.cross_entropy(logits, batch.query_video)
-        own = batch.query_video[:, None] == torch.arange(logits.shape[1], device=logits.device)  # (Nq, B)
-        everyone = logits.logsumexp(dim=0)                                 # (B,)
-        positives = logits.masked_fill(~own, float("-inf")).logsumexp(dim=0)   # (B,)
-        has_query = own.any(0)                                             # (B,) guard videos without queries
-        v2t = (everyone - positives)[has_query].mean()
+        t2v, v2t = info_nce(cos, batch.query_video, self.config.temperature)
         loss = t2v + self.config.v2t_weight * v2t
         return {"loss": loss, "loss_t2v": t2v.detach(), "loss_v2t": v2t.detach(),
                 "pos_cosine": cos.gather(1, batch.query_video[:, None]).mean().detach()}
+
+
+@float32_loss
+def info_nce(cos: Tensor, query_video: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """The two InfoNCE sides (t2v, multi-positive v2t) of cosine scores over a temperature.
+
+    Shapes: cos (Nq, B); query_video (Nq,) int64 in [0, B) -> two scalars."""
+    logits = cos / temperature                                         # (Nq, B)
+    t2v = F.cross_entropy(logits, query_video)
+    own = query_video[:, None] == torch.arange(logits.shape[1], device=logits.device)  # (Nq, B)
+    everyone = logits.logsumexp(dim=0)                                 # (B,)
+    positives = logits.masked_fill(~own, float("-inf")).logsumexp(dim=0)   # (B,)
+    has_query = own.any(0)                                             # (B,) guard videos without queries
+    v2t = (everyone - positives)[has_query].mean()
+    return t2v, v2t
 
 
 register_method("mean-pool", MeanPool, MeanPoolConfig(),

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from benchmark.data.batch import TrainBatch
 from benchmark.errors import PRVRBenchError
+from benchmark.precision import float32_loss
 from methods.errors import MethodConfigError
 from methods.layers.pooling import mask_logits
 
@@ -56,6 +57,7 @@ def require_teacher(batch: TrainBatch, method: str) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
+@float32_loss
 def teacher_frame_cosines(sentences: Tensor, frames: Tensor, frame_mask: Tensor) -> Tensor:
     """s^T_{i,v,t} = cos(c_i, G_{v,t}), padded frames −1e10 (docs/methods.md §5.2).
 
@@ -67,6 +69,7 @@ def teacher_frame_cosines(sentences: Tensor, frames: Tensor, frame_mask: Tensor)
 
 
 @torch.no_grad()
+@float32_loss
 def positive_teacher_frame_cosines(sentences: Tensor, frames: Tensor, frame_mask: Tensor,
                                    query_video: Tensor) -> Tensor:
     """The positive-pair slice s^T_{i,·,y(i)} of :func:`teacher_frame_cosines`, computed
@@ -81,6 +84,7 @@ def positive_teacher_frame_cosines(sentences: Tensor, frames: Tensor, frame_mask
 
 
 @torch.no_grad()
+@float32_loss
 def teacher_video_scores(sentences: Tensor, frames: Tensor, frame_mask: Tensor, *,
                          kind: Literal["raw_dot", "cosine"] = "raw_dot") -> Tensor:
     """U^T_{iv} = max over valid t of c_i·G_{v,t} (raw) or cos(c_i, G_{v,t}) (docs/methods.md §6.2).

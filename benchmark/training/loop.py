@@ -34,6 +34,7 @@ from benchmark.evaluate import EvalResult, evaluate_method
 from benchmark.interface import Progress, PRVRMethod
 from benchmark.memory import AnonPeak, peak_rss_mb, reset_peak_rss
 from benchmark.naming import RunIdentity, Tag, flag
+from benchmark.precision import forward_autocast, ieee_float32
 from benchmark.record import RunRecord
 from benchmark.seeding import seed_everything
 from benchmark.tracker import NullTracker, RunTracker
@@ -70,12 +71,16 @@ Hook = Callable[[EpochSummary], None]
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU; "cuda" without CUDA is an error."""
+    """"auto" → CUDA when available, else CPU; "cuda" without CUDA is an error. On CUDA,
+    float32 stays IEEE float32 (no TF32; benchmark/precision.py)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device 'cuda' requested but CUDA is not available; use --device cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        ieee_float32()
+    return device
 
 
 def _check_finite(out: Mapping[str, Tensor], epoch: int, step: int, method_name: str) -> None:
@@ -177,6 +182,7 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
     epoch_times, eval_times = state.epoch_times, state.eval_times
     step, epochs_run, stopped_early = state.step, state.epochs_done, state.stopped_early
     anomaly = torch.autograd.detect_anomaly if cfg.train.detect_anomaly else contextlib.nullcontext
+    autocast = forward_autocast(cfg.train.precision, device.type)   # bf16: the forward pass only
     with console if own_console else contextlib.nullcontext():
         for epoch in range(epochs_run, epochs_run if stopped_early else num_epochs):
             # -- train one epoch ---------------------------------------------------------------
@@ -191,7 +197,8 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
                                     steps_per_epoch=steps_per_epoch, clock=clock,
                                     reference_epochs=cfg.train.reference_epochs)
                 with anomaly():
-                    out = _as_tensors(method.compute_loss(batch, progress), cfg.method_name)
+                    with autocast():
+                        out = _as_tensors(method.compute_loss(batch, progress), cfg.method_name)
                     _check_finite(out, epoch, step, cfg.method_name)
                     optimizer.zero_grad(set_to_none=True)
                     out["loss"].backward()

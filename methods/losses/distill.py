@@ -17,9 +17,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from benchmark.precision import float32_loss
 from methods.layers.pooling import mask_logits
 
 
+@float32_loss
 def frame_kd_loss(student_frame_scores: Tensor, teacher_frame_scores: Tensor | None, mask: Tensor,
                   *, temperature: float = 0.2, reduction: Literal["sum", "mean"] = "sum",
                   target: Tensor | None = None) -> Tensor:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.errors import PRVRBenchError
+from benchmark.precision import float32_loss
 
 
 class KRDInputError(PRVRBenchError, ValueError):
@@ -153,6 +154,7 @@ def select_segment(smoothed: Tensor, mask: Tensor, delta: float) -> Tensor:
 
 
 @torch.no_grad()
+@float32_loss
 def refine_target(r: Tensor, mask: Tensor, *, window: int | Tensor, delta: float, lam: float,
                   temperature: float, refined: Literal["softmax", "uniform"] = "softmax",
                   smooth: Literal["mean", "max"] = "mean") -> Tensor:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from benchmark.precision import float32_loss
 
+
+@float32_loss
 def clip_nce(U: Tensor, query_video: Tensor) -> Tensor:
     """``clip_nce`` (§3.3), InfoNCE with a multi-positive v2t side:
 
@@ -33,6 +36,7 @@ def clip_nce(U: Tensor, query_video: Tensor) -> Tensor:
     return t2v + v2t
 
 
+@float32_loss
 def frame_nce(U: Tensor, *, diagonal_once: bool = False, exclude: Tensor | None = None) -> Tensor:
     """``frame_nce`` (§3.4): one joint row-and-column softmax per anchor i,
 

@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from benchmark.precision import float32_loss
+
 #: ref: ms-sl method/model.py: the positive is masked to 999 (above any cosine) before sorting.
 POSITIVE_SENTINEL = 999.0
 
@@ -35,6 +37,7 @@ def _hinge(margin: float, neg: Tensor, pos: Tensor) -> Tensor:
     return (margin + neg - pos).clamp(min=0)
 
 
+@float32_loss
 def clip_triplet_loss(S: Tensor, query_video: Tensor, *, margin: float, hard: bool,
                       hard_pool: int = 20, v2t_hard: Literal["top1", "pool"] = "top1",
                       generator: torch.Generator | None = None) -> Tensor:
@@ -114,6 +117,7 @@ def _frame_side(S: Tensor, exclude: Tensor | None, *, margin: float, hard: bool,
     return (_hinge(margin, neg, S.diagonal()) * valid).sum() / n
 
 
+@float32_loss
 def frame_triplet_loss(S: Tensor, *, margin: float, hard: bool, hard_pool: int = 20,
                        exclude: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:

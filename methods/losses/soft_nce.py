@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from benchmark.precision import float32_loss
+
 # ref: clip_nce_soft adds 1e-12 inside the log of the target weights (docs/methods.md §6.4.5)
 _LOG_EPS = 1e-12
 
@@ -41,6 +43,7 @@ def _hard_flags(n: int, count: int, partition: str, generator: torch.Generator |
     raise ValueError(f"soft_target_nce: partition must be 'position' or 'random', got {partition!r}")
 
 
+@float32_loss
 def soft_target_nce(U: Tensor, T: Tensor, query_video: Tensor, *, alpha: float, beta: float,
                     partition: Literal["position", "random"] = "position",
                     v2t: Literal["log_weighted_sum", "cross_entropy"] = "log_weighted_sum",
