@@ -155,3 +155,23 @@ class BigFile:
     def read(self, video_id: str) -> np.ndarray:
         """Raw frame features of one video, copied into RAM. Shapes: (n, dim) float32."""
         return np.asarray(self.features[self.frame_rows(video_id)])
+
+
+_OPEN: dict[tuple, BigFile] = {}
+
+
+def open_bigfile(directory: str | Path) -> BigFile:
+    """A ``BigFile`` shared by every split of this process that reads the same, unchanged
+    directory (the splits of a collection share one store: parsing its index once saves
+    ~10 s per split on full TVR). Keyed by the path and the size and mtime of its files."""
+    directory = Path(directory).resolve()
+    names = ("shape.txt", "id.txt", "feature.bin", "video2frames.txt")
+    try:
+        stats = tuple((s.st_size, s.st_mtime_ns) for s in ((directory / n).stat() for n in names))
+    except OSError:
+        return BigFile(directory)                 # raises the named error
+    key = (str(directory), stats)
+    if key not in _OPEN:
+        _OPEN.clear()                            # one store at a time: a changed file replaces it
+        _OPEN[key] = BigFile(directory)
+    return _OPEN[key]

@@ -42,7 +42,7 @@ from ..interface import KNOWN_REQUIREMENTS, FeatureDims
 from ..memory import trim_heap
 from .annotations import BUILTIN_COLLECTIONS, Moments, builtin_moments, read_moments, split_coverage
 from .batch import QueryBatch, VideoBatch
-from .bigfile import BigFile
+from .bigfile import BigFile, open_bigfile
 from .errors import DataError
 from .features import bin_segments, l2_normalize
 from .layout import Layout
@@ -585,6 +585,8 @@ def load_split(root: str | Path, collection: str, split: str, *,
     layout = Layout.resolve(root, collection, visual_feature)
     if not layout.collection_dir.is_dir():
         raise DataError(layout.collection_dir, "collection directory not found")
+    if progress is not None:
+        progress(f"{collection}/{split}: reading captions, frame index and feature keys", 0, 0)
     caption_file = layout.caption_file(split)
     captions = read_captions(caption_file)
     caption_sha256 = hashlib.sha256(caption_file.read_bytes()).hexdigest()
@@ -599,7 +601,7 @@ def load_split(root: str | Path, collection: str, split: str, *,
     tokens = QueryTokens(layout.query_features)
     queries = _QueryStore(tokens, captions.cap_ids, max_tokens=max_query_tokens,
                           teacher=teacher_text)
-    videos = _VideoStore(BigFile(layout.bigfile_dir), video_ids, max_frames=max_frames,
+    videos = _VideoStore(open_bigfile(layout.bigfile_dir), video_ids, max_frames=max_frames,
                          num_clips=num_clips, clips="clips" in requires, teacher=teacher_video,
                          teacher_length="teacher_length" in requires, with_teacher=with_teacher,
                          teacher_first_n="teacher_first_n" in requires)
