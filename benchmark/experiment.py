@@ -17,6 +17,7 @@ from benchmark.data.errors import DataError
 from benchmark.data.manifest import CheckManifest
 from benchmark.data.split import CacheBudget, LoadProgress, SplitData, load_split
 from benchmark.interface import PRVRMethod
+from benchmark.memory import bound_heap
 from benchmark.naming import RunIdentity
 from benchmark.record import RunRecord
 from benchmark.registry import MethodEntry, get_method
@@ -61,6 +62,7 @@ def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, Sp
     Dense relevance labels apply to the test split (docs/datasets.md). The three splits share
     ``data.memory_budget`` (first come, first served: train, val, test)."""
     d = cfg.data
+    bound_heap()                         # freed batches and tensors leave the resident set
     budget = CacheBudget(d.memory_budget_bytes)
     with _load_progress() as progress:
         splits = {split: _load_one(cfg, split, requires, budget, progress)

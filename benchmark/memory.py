@@ -154,6 +154,28 @@ class AnonPeak:
         self.stop()
 
 
+#: allocations at least this large get their own mapping, returned to the OS when freed
+MMAP_THRESHOLD = 2**20
+
+
+def bound_heap() -> None:
+    """Make freed tensors leave the resident set (glibc; a no-op elsewhere).
+
+    glibc serves an allocation below its mmap threshold from a heap arena, and raises that
+    threshold (up to 32 MB) whenever a mapped block is freed; freed heap memory stays resident.
+    A training step allocates and frees gigabytes of tensors of a few MB each, from two threads
+    (the loop and the batch prefetcher), so about 1.3 GB of freed memory stayed resident on
+    full TVR. A fixed threshold of ``MMAP_THRESHOLD`` maps every larger block on its own and
+    unmaps it when freed (measured: ms-sl's step peak 3.4 -> 3.1 GB anonymous, same step time).
+    Process-wide and idempotent; it changes where memory comes from, never a value."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)           # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def trim_heap() -> None:
     """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
 

@@ -74,42 +74,41 @@ def collate(split: SplitData, videos: np.ndarray) -> TrainBatch:
 
 def prefetched(make: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
     """``make(item)`` for every item, in order, computed up to ``depth`` ahead by one background
-    thread (``depth`` 0: in the caller's thread). An exception in ``make`` is raised to the
-    consumer at that item; closing the iterator early stops the thread."""
+    thread (``depth`` 0: in the caller's thread). At most ``depth`` results wait or are being
+    made while the consumer holds one. An exception in ``make`` is raised to the consumer at
+    that item; closing the iterator early stops the thread."""
     if depth <= 0:
         yield from map(make, items)
         return
-    slots: queue.Queue = queue.Queue(maxsize=depth)
+    ready: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(depth)          # a result is made only into a free slot
     stop = threading.Event()
-
-    def offer(entry: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def work() -> None:
         try:
             for item in items:
-                if not offer(("item", make(item))):
+                while not slots.acquire(timeout=0.05):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
                     return
-            offer(("end", None))
+                ready.put(("item", make(item)))
+            ready.put(("end", None))
         except BaseException as exc:          # handed to the consumer, raised there
-            offer(("error", exc))
+            ready.put(("error", exc))
 
     thread = threading.Thread(target=work, name="batch-prefetch", daemon=True)
     thread.start()
     try:
         while True:
-            kind, value = slots.get()
+            kind, value = ready.get()
+            slots.release()
             if kind == "end":
                 return
             if kind == "error":
                 raise value
             yield value
+            value = None                      # the consumer's batch is not kept alive here
     finally:
         stop.set()
         thread.join()

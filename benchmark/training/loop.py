@@ -32,7 +32,7 @@ from benchmark.data.split import SplitData
 from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalResult, evaluate_method
 from benchmark.interface import Progress, PRVRMethod
-from benchmark.memory import AnonPeak, peak_rss_mb, reset_peak_rss
+from benchmark.memory import AnonPeak, bound_heap, peak_rss_mb, reset_peak_rss
 from benchmark.naming import RunIdentity, Tag, flag
 from benchmark.record import RunRecord
 from benchmark.seeding import seed_everything
@@ -124,6 +124,7 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
     """
     if resume and run_dir is None:
         raise TrainingError(f"{cfg.method_name}: resume needs the run directory to resume from")
+    bound_heap()                             # freed batches and activations leave the RSS
     with AnonPeak() as anon:
         return _fit(method, splits, cfg, tracker, hooks, identity, run_dir, console, anon, resume)
 
