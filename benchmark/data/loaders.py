@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import TypeVar
 
 import numpy as np
@@ -72,7 +72,8 @@ def collate(split: SplitData, videos: np.ndarray) -> TrainBatch:
                       query_video=torch.from_numpy(query_video))
 
 
-def prefetched(make: Callable[[T], R], items: Iterable[T], depth: int) -> Iterator[R]:
+def prefetched(make: Callable[[T], R], items: Iterable[T], depth: int
+               ) -> Generator[R, None, None]:
     """``make(item)`` for every item, in order, computed up to ``depth`` ahead by one background
     thread (``depth`` 0: in the caller's thread). At most ``depth`` results wait or are being
     made while the consumer holds one. An exception in ``make`` is raised to the consumer at
@@ -115,7 +116,8 @@ def prefetched(make: Callable[[T], R], items: Iterable[T], depth: int) -> Iterat
 
 
 def train_batches(split: SplitData, batch_size: int, generator: torch.Generator,
-                  sort_by: str = "frames", prefetch: int = PREFETCH) -> Iterator[TrainBatch]:
+                  sort_by: str = "frames", prefetch: int = PREFETCH
+                  ) -> Generator[TrainBatch, None, None]:
     """One epoch of shuffled, collated training batches (docs/methods.md §1.4), collated
     ``prefetch`` batches ahead in the background."""
     order = epoch_order(split, batch_size, generator, sort_by)      # drawn here, as before
