@@ -28,7 +28,7 @@ import time
 
 RESULT = "RESULT "
 METHODS = ("ms-sl", "dl-dkd++", "kdc-net")
-STEPS = 12
+STEPS = 8
 
 
 def _measure(name: str, data_root: str, device: str, steps: int, runs_dir: str) -> dict:
@@ -36,6 +36,7 @@ def _measure(name: str, data_root: str, device: str, steps: int, runs_dir: str) 
     import torch
 
     from benchmark.config import load_config
+    from benchmark.data import bigfile
     from benchmark.data.loaders import steps_per_epoch, train_batches
     from benchmark.evaluate import evaluate_method
     from benchmark.experiment import prepare
@@ -61,8 +62,9 @@ def _measure(name: str, data_root: str, device: str, steps: int, runs_dir: str) 
         window, started = AnonPeak(interval_s=0.005).start(), time.perf_counter()
         prepared = prepare(cfg)
         phase(label, window, time.perf_counter() - started)
-        if label == "load_cold":
+        if label == "load_cold":         # as a second process would: nothing parsed is kept
             del prepared
+            bigfile._OPEN.clear()
             gc.collect()
             trim_heap()
 
