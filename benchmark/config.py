@@ -54,7 +54,7 @@ class DataConfig:
     num_clips: int = 32                   # ref: map_size
     # preprocessed features a run keeps in RAM, all splits together (bytes, or "1GiB", "512MiB");
     # the rest is read from the memmap/HDF5 files per batch. Never changes a result.
-    memory_budget: int | str = "512MiB"
+    memory_budget: int | str = "256MiB"
 
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_query_tokens", "num_clips"):

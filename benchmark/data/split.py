@@ -50,7 +50,7 @@ from .manifest import CheckManifest
 from .relevance import relevance_for_split
 from .text import QueryTokens, TeacherText, TeacherVideo, read_captions
 
-DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of preprocessed features kept in RAM (data.memory_budget)
+DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of preprocessed features kept in RAM (data.memory_budget)
 CHUNK_BYTES = 256 * 2**20             # raw rows read per chunk while checking / preprocessing
 FLOAT32 = 4
 
