@@ -39,7 +39,8 @@ def _fit_once(name: str, data_root: str, device: str, epochs: int, runs_dir: str
         "epoch_seconds": record.epoch_seconds,
         "val_eval_seconds": record.eval_seconds,
         "peak_anon_mb": record.peak_anon_mb,          # what the run allocated
-        "peak_rss_mb": record.peak_rss_mb,            # plus mapped feature pages
+        "peak_file_mb": record.peak_file_mb,          # mapped feature pages (RssFile)
+        "peak_rss_mb": record.peak_rss_mb,            # VmHWM: the whole resident set
         "steps_per_epoch": float(steps_per_epoch(train, cfg.train.batch_size)),
         "train_videos": float(train.num_videos),
         "epochs": float(record.epochs_run),

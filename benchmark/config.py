@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from benchmark.interface import MethodConfig, ScheduleClock
+from benchmark.memory import parse_bytes
 from benchmark.mv import DEFAULT_MV_EDGES
 from benchmark.overrides import ConfigError, apply_overrides, to_jsonable
 from benchmark.overrides import flatten as _flatten
@@ -52,11 +53,22 @@ class DataConfig:
     max_frames: int = 128                 # ref: max_ctx_l
     max_query_tokens: int = 30            # ref: max_desc_l
     num_clips: int = 32                   # ref: map_size
+    # preprocessed features a run keeps in RAM, all splits together (bytes, or "1GiB", "512MiB");
+    # the rest is read from the memmap/HDF5 files per batch. Never changes a result.
+    memory_budget: int | str = "256MiB"
 
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_query_tokens", "num_clips"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        try:
+            parse_bytes(self.memory_budget)
+        except ValueError as exc:
+            raise ConfigError(f"data.memory_budget: {exc}") from None
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return parse_bytes(self.memory_budget)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,8 @@ stdout stays free for machine-readable output.
   is not a terminal (a log file, a pipe), a progress line about every ``progress_seconds``
   (``$PRVR_PROGRESS_SECONDS``, default 30): step n/N, samples/s, ETA and the current loss.
   On a terminal the rich bar shows the same figures.
+* Loading data (:class:`LoadDisplay`) says each phase as it starts and ends (``data: tvr/train
+  videos: checking and caching 0/17,435``) and how far it is every ``progress_seconds``.
 * The current loss is handed over as a tensor at every step and read (one device sync) only
   when a line or a bar refresh is due.
 * A process-wide line prefix (:func:`set_line_prefix`) names whose line it is: sweep workers
@@ -340,3 +342,55 @@ class TrainingConsole:
 
     def warn(self, message: str) -> None:
         self._line(f"warning: {message}", style="yellow" if self.rich else None)
+
+
+class LoadDisplay:
+    """Progress of loading and checking data, called as ``display(what, done, total)`` (a
+    ``benchmark.data.split.LoadProgress``).
+
+    Plain lines when the stream is not a terminal: the first and the last call of every phase
+    and one every ``progress_seconds`` in between (``data: tvr/train videos: checking and
+    caching 5,120/17,435 (29 %), 41s``, the time since loading began). On a terminal one rich
+    bar per phase shows the same. Use as a context manager.
+    """
+
+    def __init__(self, *, stream: TextIO | None = None, force_terminal: bool | None = None,
+                 progress_seconds: float | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.console = Console(file=self.stream, force_terminal=force_terminal, highlight=False)
+        self.interval = resolve_progress_seconds(progress_seconds)
+        self.rich = self.console.is_terminal and not _plain
+        self._progress: Progress | None = None
+        self._tasks: dict[str, Any] = {}
+        self._started = time.monotonic()
+        self._phase: str | None = None
+        self._last = -math.inf
+
+    def __enter__(self) -> "LoadDisplay":
+        if self.rich:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=self.console)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def line(self, what: str, done: int, total: int, now: float) -> str:
+        count = f" {done:,}/{total:,} ({100 * done / total:.0f} %)" if total else ""
+        return f"data: {what}{count}, {format_duration(now - self._started)}"
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self._progress is not None:
+            if what not in self._tasks:
+                self._tasks[what] = self._progress.add_task(f"{line_prefix()}data: {what}",
+                                                            total=max(total, 1))
+            self._progress.update(self._tasks[what], completed=done if total else 1)
+            return
+        now = time.monotonic()
+        if what != self._phase or done >= total or now - self._last >= self.interval:
+            self._phase, self._last = what, now
+            write_line(self.line(what, done, total, now), self.stream)

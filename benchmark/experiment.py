@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
-from benchmark import naming
+from benchmark import naming, stores
 from benchmark.config import ConfigError, ExperimentConfig
 from benchmark.data.errors import DataError
-from benchmark.data.split import SplitData, load_split
+from benchmark.data.manifest import CheckManifest
+from benchmark.data.split import CacheBudget, LoadProgress, SplitData, load_split
 from benchmark.interface import PRVRMethod
+from benchmark.memory import bound_heap
 from benchmark.naming import RunIdentity
 from benchmark.record import RunRecord
 from benchmark.registry import MethodEntry, get_method
@@ -23,7 +25,7 @@ from benchmark.seeding import seed_everything
 from benchmark.tracker import RunTracker
 
 if TYPE_CHECKING:        # the loop and its console are imported when a run starts (run_experiment)
-    from benchmark.console import TrainingConsole
+    from benchmark.console import LoadDisplay, TrainingConsole
     from benchmark.training.loop import Hook
 
 #: Teacher features are training inputs only (the CLIP text file has no test split, §1.1), and
@@ -57,9 +59,14 @@ def identify(cfg: ExperimentConfig, synthetic: bool, *, study: str | None = None
 
 def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, SplitData]:
     """train/val/test ``SplitData``; ``requires`` opens optional inputs (teacher: train only).
-    Dense relevance labels apply to the test split (docs/datasets.md)."""
+    Dense relevance labels apply to the test split (docs/datasets.md). The three splits share
+    ``data.memory_budget`` (first come, first served: train, val, test)."""
     d = cfg.data
-    splits = {split: _load_one(cfg, split, requires) for split in ("train", "val", "test")}
+    bound_heap()                         # freed batches and tensors leave the resident set
+    budget = CacheBudget(d.memory_budget_bytes)
+    with _load_progress() as progress:
+        splits = {split: _load_one(cfg, split, requires, budget, progress)
+                  for split in ("train", "val", "test")}
     dims = {s: (sd.dims.query, sd.dims.video) for s, sd in splits.items()}
     if len(set(dims.values())) != 1:
         raise DataError(d.data_root, f"feature dimensions (query, video) differ between the "
@@ -72,10 +79,18 @@ def load_eval_split(cfg: ExperimentConfig, split: str, requires: frozenset[str])
     training-only requirements dropped, dense relevance labels on "test" only."""
     if split not in ("val", "test"):
         raise ConfigError(f"evaluation split must be 'val' or 'test', got {split!r}")
-    return _load_one(cfg, split, requires)
+    with _load_progress() as progress:
+        return _load_one(cfg, split, requires, CacheBudget(cfg.data.memory_budget_bytes), progress)
 
 
-def _load_one(cfg: ExperimentConfig, split: str, requires: frozenset[str]) -> SplitData:
+def _load_progress() -> LoadDisplay:
+    from benchmark.console import LoadDisplay
+
+    return LoadDisplay()
+
+
+def _load_one(cfg: ExperimentConfig, split: str, requires: frozenset[str], budget: CacheBudget,
+              progress: LoadProgress) -> SplitData:
     d = cfg.data
     if not d.data_root:
         raise ConfigError("data.data_root is not set: pass --data-root ROOT")
@@ -84,7 +99,9 @@ def _load_one(cfg: ExperimentConfig, split: str, requires: frozenset[str]) -> Sp
                       relevance=d.relevance if split == "test" else None,
                       visual_feature=d.visual_feature, moments=d.moments,
                       max_frames=d.max_frames, max_query_tokens=d.max_query_tokens,
-                      num_clips=d.num_clips)
+                      num_clips=d.num_clips, memory_budget_bytes=budget,
+                      manifest=CheckManifest(stores.check_manifest(cfg.tracking.runs_dir)),
+                      progress=progress)
 
 
 def prepare(cfg: ExperimentConfig, identity: RunIdentity | None = None) -> Prepared:

@@ -43,8 +43,13 @@ class RunRecord:
     secondary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     epoch_seconds: float = 0.0
     eval_seconds: float = 0.0
-    peak_rss_mb: float = 0.0         # peak resident set, mapped feature pages included
-    peak_anon_mb: float = 0.0        # peak anonymous RSS: what the run itself allocated
+    # memory (MB, since fit started): peak_anon_mb is RssAnon, what the run itself allocated
+    # (the figure to budget); peak_file_mb is RssFile, mapped feature pages (reclaimable page
+    # cache, not allocated by the run); peak_rss_mb is the kernel's high-water mark VmHWM of
+    # the whole resident set (anonymous + file-backed + shared), not the sum of the two peaks
+    peak_rss_mb: float = 0.0
+    peak_anon_mb: float = 0.0
+    peak_file_mb: float | None = None
     cuda_peak_mb: float | None = None
     best_epoch: int = 0              # 0-based
     epochs_run: int = 0

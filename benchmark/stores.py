@@ -58,6 +58,11 @@ def checkpoint_dir(runs: str | os.PathLike | None, run_key: str) -> Path:
     return runs_dir(runs) / "checkpoints" / run_key
 
 
+def check_manifest(runs: str | os.PathLike | None) -> Path:
+    """``<runs>/cache/data-checks.json``: the data value checks that passed (benchmark/data/manifest.py)."""
+    return runs_dir(runs) / "cache" / "data-checks.json"
+
+
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.\-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
 
 

@@ -69,7 +69,9 @@ def _cli(capsys, *argv: Any) -> tuple[int, str, str]:
 
 
 def _one_line_error(code: int, err: str) -> str:
+    """The one error line; the data load's progress lines (``data: ...``) may precede it."""
     assert code == 2, err
+    err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("data: "))
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     return err
 

@@ -82,6 +82,7 @@ def test_tiny_end_to_end_run(tiny_root, tmp_path):
     assert sum(b["n_queries"] for b in record.test_by_mv.values()) > 0
     assert record.epoch_seconds > 0 and record.eval_seconds > 0 and record.peak_rss_mb > 0
     assert 0 < record.peak_anon_mb <= record.peak_rss_mb
+    assert record.peak_file_mb is not None and 0 < record.peak_file_mb <= record.peak_rss_mb
     assert record.val_equals_test is False and Tag.VAL_EQUALS_TEST not in tracker.tags
     assert seen[-1].metrics["train/loss"] < seen[0].metrics["train/loss"]    # it learns
 
@@ -90,7 +91,7 @@ def test_tiny_end_to_end_run(tiny_root, tmp_path):
     epoch0 = tracker.metric_calls[0][0]
     for name in ("train/loss", "train/loss_t2v", "train/loss_v2t", "train/lr", "val/R1",
                  "val/SumR", "val/mAP", "time/epoch_seconds", "time/eval_seconds", "sys/peak_rss_mb",
-                 "sys/peak_anon_mb"):
+                 "sys/peak_anon_mb", "sys/peak_file_mb"):
         assert name in epoch0, name
     final = tracker.metric_calls[-1][0]
     for name in ("test/SumR", "test/R100", "test/MedR", "test_mv/0.0-0.2/R1",

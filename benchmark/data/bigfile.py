@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..memory import trim_heap
 from .errors import DataError
 
 FLOAT32_BYTES = 4
@@ -71,8 +72,12 @@ def read_video2frames(path: Path) -> dict[str, list[str]]:
 class BigFile:
     """One BigFile directory, memory-mapped.
 
-    ``features[row]`` is frame ``ids[row]``; ``frame_rows(video_id)`` gives the rows of a
-    video in ``video2frames`` order. Nothing but the three small text files is read eagerly.
+    ``features[row]`` is frame ``frame_id(row)``; ``frame_rows(video_id)`` gives the rows of a
+    video in ``video2frames`` order. Only the three small text files are read eagerly, and they
+    are kept in compact form: one row array per video (a frame id missing from ``id.txt`` is
+    remembered and raised when that video is asked for). The parsed strings (one per frame,
+    about 0.9 GB of Python objects for full TVR) are dropped once indexed; ``frame_id`` reads
+    ``id.txt`` again (error messages only).
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -85,43 +90,88 @@ class BigFile:
         self.video2frames_file = self.directory / "video2frames.txt"
 
         self.num_rows, self.dim = read_shape(self.shape_file)
-        self.ids = read_ids(self.id_file)
-        if len(self.ids) != self.num_rows:
-            raise DataError(self.id_file, f"holds {len(self.ids)} ids but {self.shape_file.name} "
+        ids = read_ids(self.id_file)
+        if len(ids) != self.num_rows:
+            raise DataError(self.id_file, f"holds {len(ids)} ids but {self.shape_file.name} "
                                           f"says {self.num_rows} rows")
         expected = self.num_rows * self.dim * FLOAT32_BYTES
         actual = _require(self.feature_file).stat().st_size
         if actual != expected:
             raise DataError(self.feature_file, f"has {actual} bytes but {self.shape_file.name} "
                                                f"({self.num_rows} x {self.dim} float32) needs {expected}")
-        self.row_of = {frame: row for row, frame in enumerate(self.ids)}
-        if len(self.row_of) != len(self.ids):
+        row_of = {frame: row for row, frame in enumerate(ids)}
+        if len(row_of) != len(ids):
             seen: set[str] = set()
-            duplicate = next(f for f in self.ids if f in seen or seen.add(f))
+            duplicate = next(f for f in ids if f in seen or seen.add(f))
             raise DataError(self.id_file, "frame id listed twice", key=duplicate)
-        self.video2frames = read_video2frames(self.video2frames_file)
+        mapping = read_video2frames(self.video2frames_file)
+        lengths = np.fromiter((len(f) for f in mapping.values()), np.int64, len(mapping))
+        flat = np.fromiter((row_of.get(f, -1) for frames in mapping.values() for f in frames),
+                           np.int64, int(lengths.sum()))                     # (Σn,) -1: missing
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        bad = np.flatnonzero(flat < 0)
+        owners = np.searchsorted(offsets, bad, side="right") - 1
+        names = "\0".join(mapping)                  # one string: outlives the parsed objects
+        missing: dict[int, str] = {}                 # video position -> first frame id not in id.txt
+        if bad.size:                                 # error path: only the videos concerned
+            values = list(mapping.values())
+            for owner, first in zip(*np.unique(owners, return_index=True)):
+                missing[int(owner)] = values[owner][int(bad[first] - offsets[owner])]
+        # the parsed strings are freed before the lasting index is built, so that no lasting
+        # object pins their memory (small objects share arenas)
+        del ids, row_of, mapping
+        self._video_index = ({v: i for i, v in enumerate(names.split("\0"))}
+                             if lengths.size else {})
+        self._flat, self._offsets, self._lengths = flat, offsets, lengths
+        self._missing = missing
+        trim_heap()
         # A zero-row store cannot be memory-mapped; keep an empty array instead.
         self.features = (np.memmap(self.feature_file, dtype=np.float32, mode="r",
                                    shape=(self.num_rows, self.dim))
                          if self.num_rows else np.zeros((0, self.dim), np.float32))
+
+    def frame_id(self, row: int) -> str:
+        """The id of frame ``row`` (reads id.txt again: for error messages)."""
+        return read_ids(self.id_file)[row]
 
     def frame_rows(self, video_id: str) -> np.ndarray:
         """Rows of ``video_id``'s frames in ``video2frames`` order.
 
         Shapes: returns (n,) int64, n ≥ 1.
         """
-        frames = self.video2frames.get(video_id)
-        if frames is None:
+        position = self._video_index.get(video_id)
+        if position is None:
             raise DataError(self.video2frames_file, "video has no entry", key=video_id)
-        if not frames:
+        if not self._lengths[position]:
             raise DataError(self.video2frames_file, "video has zero frames", key=video_id)
-        try:
-            return np.fromiter((self.row_of[f] for f in frames), dtype=np.int64, count=len(frames))
-        except KeyError as exc:
-            raise DataError(self.id_file, f"frame id {exc.args[0]!r} of video {video_id!r} "
+        if position in self._missing:
+            frame = self._missing[position]
+            raise DataError(self.id_file, f"frame id {frame!r} of video {video_id!r} "
                                           f"(from {self.video2frames_file.name}) is missing",
-                            key=exc.args[0]) from None
+                            key=frame)
+        start = self._offsets[position]
+        return self._flat[start:start + self._lengths[position]]
 
     def read(self, video_id: str) -> np.ndarray:
         """Raw frame features of one video, copied into RAM. Shapes: (n, dim) float32."""
         return np.asarray(self.features[self.frame_rows(video_id)])
+
+
+_OPEN: dict[tuple, BigFile] = {}
+
+
+def open_bigfile(directory: str | Path) -> BigFile:
+    """A ``BigFile`` shared by every split of this process that reads the same, unchanged
+    directory (the splits of a collection share one store: parsing its index once saves
+    ~10 s per split on full TVR). Keyed by the path and the size and mtime of its files."""
+    directory = Path(directory).resolve()
+    names = ("shape.txt", "id.txt", "feature.bin", "video2frames.txt")
+    try:
+        stats = tuple((s.st_size, s.st_mtime_ns) for s in ((directory / n).stat() for n in names))
+    except OSError:
+        return BigFile(directory)                 # raises the named error
+    key = (str(directory), stats)
+    if key not in _OPEN:
+        _OPEN.clear()                            # one store at a time: a changed file replaces it
+        _OPEN[key] = BigFile(directory)
+    return _OPEN[key]

@@ -18,13 +18,20 @@ Preprocessing is docs/methods.md §1.3:
   collate does (§1.3 step 5); a shorter one is an error naming the video. CLIP text stays raw
   (1, d_t).
 
-Preprocessed arrays stay in RAM when their estimated size fits ``memory_budget_bytes``;
-otherwise each batch is preprocessed from the memmap / HDF5 files when it is requested (the
-checks still run over everything at load time).
+Memory is bounded by a budget, not by the collection: each store keeps the preprocessed arrays
+of its leading videos (queries) that fit what is left of the ``CacheBudget`` (shared by the
+splits of a run, first come, first served), and prepares every other item from the memmap /
+HDF5 files when a batch asks for it. Preparation is per item (row-wise binning and
+normalisation), so a cached and a freshly prepared item are bit-identical: the budget never
+changes a result, only where the work happens. Value checks (NaN/Inf) scan every item at load
+time with a progress callback, unless a ``CheckManifest`` says the same scan already passed on
+the same, unchanged files.
 """
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,18 +39,44 @@ import numpy as np
 import torch
 
 from ..interface import KNOWN_REQUIREMENTS, FeatureDims
+from ..memory import trim_heap
 from .annotations import BUILTIN_COLLECTIONS, Moments, builtin_moments, read_moments, split_coverage
 from .batch import QueryBatch, VideoBatch
-from .bigfile import BigFile
+from .bigfile import BigFile, open_bigfile
 from .errors import DataError
 from .features import bin_segments, l2_normalize
 from .layout import Layout
+from .manifest import CheckManifest
 from .relevance import relevance_for_split
 from .text import QueryTokens, TeacherText, TeacherVideo, read_captions
 
-DEFAULT_MEMORY_BUDGET = 4 * 2**30     # bytes of preprocessed features kept in RAM
+DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of preprocessed features kept in RAM (data.memory_budget)
 CHUNK_BYTES = 256 * 2**20             # raw rows read per chunk while checking / preprocessing
 FLOAT32 = 4
+
+#: ``progress(what, done, total)``: a load phase (``"tvr/train videos: checking"``) is at item
+#: ``done`` of ``total``; called once at the start and once per chunk.
+LoadProgress = Callable[[str, int, int], None]
+
+
+class CacheBudget:
+    """Bytes of preprocessed features that may stay in RAM, shared by the stores that draw on
+    it (the splits of one run: train, val, test, in load order; videos before queries)."""
+
+    def __init__(self, total: int) -> None:
+        if total < 0:
+            raise ValueError(f"memory budget must be >= 0 bytes, got {total}")
+        self.total = self.left = int(total)
+        self._lock = threading.Lock()
+
+    def leading(self, sizes: np.ndarray) -> int:
+        """How many leading items of ``sizes`` (bytes each, (N,)) fit what is left; their
+        bytes are taken from the budget."""
+        with self._lock:
+            ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
+            count = int(np.searchsorted(ends, self.left, side="right"))
+            self.left -= int(ends[count - 1]) if count else 0
+            return count
 
 
 def _segment_index(offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -109,11 +142,25 @@ class _Segments:
         index = np.arange(self.lengths.size) if index is None else index
         return pad_segments(self.data, self.offsets, self.lengths, index)
 
+    def take(self, index: np.ndarray) -> "_Segments":
+        """Sequences ``index`` back to back (a copy)."""
+        rows = _segment_index(self.offsets[index], self.lengths[index])
+        return _Segments(self.data[rows], self.lengths[index])
+
 
 def _join(parts: list[_Segments]) -> _Segments:
     """The sequences of ``parts`` back to back, in order."""
     return _Segments(np.concatenate([p.data for p in parts]),
                      np.concatenate([p.lengths for p in parts]))
+
+
+def _merge_order(hit: np.ndarray) -> np.ndarray:
+    """Where each item of a batch sits in [cached items..., prepared items...].
+    Shapes: hit (B,) bool -> (B,) int64."""
+    where = np.empty(hit.size, dtype=np.int64)
+    where[hit] = np.arange(int(hit.sum()))
+    where[~hit] = int(hit.sum()) + np.arange(int((~hit).sum()))
+    return where
 
 
 @dataclass
@@ -123,6 +170,22 @@ class _PreparedVideos:
     frames: _Segments
     clips: np.ndarray | None
     teacher: _Segments | None
+
+    def take(self, index: np.ndarray) -> "_PreparedVideos":
+        """Videos ``index`` (a copy)."""
+        return _PreparedVideos(frames=self.frames.take(index),
+                               clips=None if self.clips is None else self.clips[index],
+                               teacher=None if self.teacher is None else self.teacher.take(index))
+
+
+def _join_videos(parts: list[_PreparedVideos]) -> _PreparedVideos:
+    """The videos of ``parts`` back to back; every part is prepared alike (all or none of them
+    have clips and teacher frames)."""
+    clips = [p.clips for p in parts if p.clips is not None]
+    teachers = [p.teacher for p in parts if p.teacher is not None]
+    return _PreparedVideos(frames=_join([p.frames for p in parts]),
+                           clips=np.concatenate(clips) if clips else None,
+                           teacher=_join(teachers) if teachers else None)
 
 
 @dataclass
@@ -185,15 +248,17 @@ class _VideoStore:
                                 f"teacher has {teacher_frames[i]} frames after sampling but the "
                                 f"student has {self.frame_lengths[i]}; cannot align a shorter "
                                 "teacher (docs/methods.md §6.8.6)", key=video_ids[i])
-        self.stored: _PreparedVideos | None = None
+        self.stored: _PreparedVideos | None = None                        # videos [0, cached)
+        self.cached = 0
+
+    def item_bytes(self) -> np.ndarray:
+        """Preprocessed bytes of every video: frames, clips, teacher frames. Shapes: (Nv,)."""
+        width = self.dim + (self.teacher_dim or 0) * (self.with_teacher and self.teacher is not None)
+        clips = self.num_clips * self.dim if self.clips else 0
+        return (self.frame_lengths * width + clips) * FLOAT32
 
     def estimated_bytes(self) -> int:
-        total = int(self.frame_lengths.sum()) * self.dim
-        if self.clips:
-            total += len(self.video_ids) * self.num_clips * self.dim
-        if self.with_teacher and self.teacher_dim:
-            total += int(self.frame_lengths.sum()) * self.teacher_dim
-        return total * FLOAT32
+        return int(self.item_bytes().sum())
 
     def _raw(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw student rows of videos ``index``, finiteness checked.
@@ -213,7 +278,7 @@ class _VideoStore:
             owner = int(np.searchsorted(np.cumsum(self.raw_lengths[index]), position, side="right"))
             row = int(unique[bad])
             raise DataError(self.bigfile.feature_file,
-                            f"NaN or Inf in frame {self.bigfile.ids[row]!r} (row {row})",
+                            f"NaN or Inf in frame {self.bigfile.frame_id(row)!r} (row {row})",
                             key=self.video_ids[int(index[owner])])
         return stored, frame_order
 
@@ -262,31 +327,48 @@ class _VideoStore:
             out.teacher = _Segments(t, t_lengths)
         return out
 
-    def load(self, budget: int) -> bool:
-        """Check every video; keep the preprocessed arrays when they fit ``budget`` bytes."""
-        eager = self.estimated_bytes() <= budget
+    def check_files(self) -> list[Path]:
+        """Every file whose content the value checks read."""
+        files = [self.bigfile.feature_file, self.bigfile.id_file, self.bigfile.video2frames_file]
+        if self.teacher is not None and self.with_teacher:
+            files.append(self.teacher.file.path)
+        return files
+
+    def load(self, budget: CacheBudget, *, check: bool, what: str,
+             progress: LoadProgress | None = None) -> None:
+        """Prepare and keep the leading videos that fit ``budget``; with ``check``, run the
+        value checks over every other video too (one chunk of raw rows at a time)."""
+        self.cached = budget.leading(self.item_bytes())
         max_rows = max(CHUNK_BYTES // (self.dim * FLOAT32), 1)
-        parts: list[_PreparedVideos] = []
-        for chunk in _chunks(self.raw_lengths, max_rows):
-            if eager:
-                parts.append(self.prepare(chunk))
-            else:
-                self.check(chunk)
-        if eager:
-            # every part is prepared alike: all or none of them have clips and teacher frames
-            clips = [p.clips for p in parts if p.clips is not None]
-            teachers = [p.teacher for p in parts if p.teacher is not None]
-            self.stored = _PreparedVideos(
-                frames=_join([p.frames for p in parts]),
-                clips=np.concatenate(clips) if self.clips else None,
-                teacher=_join(teachers) if teachers else None)
-        return eager
+        total = len(self.video_ids) if check else self.cached
+        verb = "checking and caching" if check else "caching"
+        report = progress or (lambda *_: None)
+        report(f"{what}: {verb}", 0, total)
+        parts, done = [], 0
+        for chunk in _chunks(self.raw_lengths[:self.cached], max_rows):
+            parts.append(self.prepare(chunk))
+            done += chunk.size
+            report(f"{what}: {verb}", done, total)
+        if check:
+            for chunk in _chunks(self.raw_lengths[self.cached:], max_rows):
+                self.check(chunk + self.cached)
+                done += chunk.size
+                report(f"{what}: {verb}", done, total)
+        self.stored = _join_videos(parts) if parts else None
 
     def batch(self, index: np.ndarray, teacher: bool) -> VideoBatch:
-        if self.stored is not None:
+        hit = index < self.cached
+        if hit.all():
+            assert self.stored is not None or index.size == 0
             stored, where = self.stored, index
-        else:
+        elif not hit.any():
             stored, where = self.prepare(index), np.arange(len(index))
+        else:       # cached leading videos and prepared others: the same values either way
+            assert self.stored is not None
+            stored = _join_videos([self.stored.take(index[hit]), self.prepare(index[~hit])])
+            where = _merge_order(hit)
+        if stored is None:                                                 # an empty batch
+            stored = self.prepare(index)
         frames, mask = stored.frames.pad(where)
         clips = None if stored.clips is None else torch.from_numpy(stored.clips[where])
         teacher_frames = None
@@ -314,7 +396,8 @@ class _QueryStore:
                                          f"(key {cap_ids[0]!r})", key=cap_ids[first])
         self.dim = int(dims[0])
         self.lengths = np.minimum(np.array([s[0] for s in shapes], dtype=np.int64), max_tokens)
-        self.stored: _Segments | None = None
+        self.stored: _Segments | None = None                               # queries [0, cached)
+        self.cached = 0
         self.teacher: np.ndarray | None = None
         self.teacher_dim: int | None = None
         if teacher is not None:
@@ -331,8 +414,12 @@ class _QueryStore:
                 raise DataError(teacher.path, "NaN or Inf in teacher text feature",
                                 key=cap_ids[bad])
 
+    def item_bytes(self) -> np.ndarray:
+        """Prepared bytes of every query's tokens. Shapes: (Nq,)."""
+        return self.lengths * self.dim * FLOAT32
+
     def estimated_bytes(self) -> int:
-        return int(self.lengths.sum()) * self.dim * FLOAT32
+        return int(self.item_bytes().sum())
 
     def prepare(self, index: np.ndarray) -> _Segments:
         """Normalised, truncated tokens of queries ``index`` (§1.3 step 3), NaN-checked."""
@@ -348,24 +435,37 @@ class _QueryStore:
         # L2 per token; the truncation already happened on read
         return _Segments(l2_normalize(data, inplace=True), lengths)
 
-    def load(self, budget: int) -> bool:
-        """Check every used token; keep the prepared tokens when they fit ``budget`` bytes."""
-        eager = self.estimated_bytes() <= budget
+    def load(self, budget: CacheBudget, *, check: bool, what: str,
+             progress: LoadProgress | None = None) -> None:
+        """Prepare and keep the leading queries that fit ``budget``; with ``check``, run the
+        value checks over every other query too."""
+        self.cached = budget.leading(self.item_bytes())
         max_rows = max(CHUNK_BYTES // (self.dim * FLOAT32), 1)
-        parts = []
-        for chunk in _chunks(self.lengths, max_rows):
-            prepared = self.prepare(chunk)
-            if eager:
-                parts.append(prepared)
-        if eager:
-            self.stored = _Segments(np.concatenate([p.data for p in parts]), self.lengths.copy())
-        return eager
+        total = len(self.cap_ids) if check else self.cached
+        verb = "checking and caching" if check else "caching"
+        report = progress or (lambda *_: None)
+        report(f"{what}: {verb}", 0, total)
+        parts, done = [], 0
+        for chunk in _chunks(self.lengths[:self.cached], max_rows):
+            parts.append(self.prepare(chunk))
+            done += chunk.size
+            report(f"{what}: {verb}", done, total)
+        if check:
+            for chunk in _chunks(self.lengths[self.cached:], max_rows):
+                self.prepare(chunk + self.cached)
+                done += chunk.size
+                report(f"{what}: {verb}", done, total)
+        self.stored = _join(parts) if parts else None
 
     def batch(self, index: np.ndarray, teacher: bool) -> QueryBatch:
-        if self.stored is not None:
+        hit = index < self.cached
+        if hit.all() and self.stored is not None:
             tokens, mask = self.stored.pad(index)
-        else:
+        elif not hit.any() or self.stored is None:
             tokens, mask = self.prepare(index).pad()
+        else:       # cached leading queries and prepared others: the same values either way
+            joined = _join([self.stored.take(index[hit]), self.prepare(index[~hit])])
+            tokens, mask = joined.pad(_merge_order(hit))
         vectors = None
         if teacher:
             if self.teacher is None:
@@ -459,7 +559,9 @@ def load_split(root: str | Path, collection: str, split: str, *,
                visual_feature: str | None = None, requires: frozenset[str] = frozenset(),
                moments: str | Path | None = None, relevance: str | Path | None = None,
                max_frames: int = 128, max_query_tokens: int = 30, num_clips: int = 32,
-               memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> SplitData:
+               memory_budget_bytes: int | CacheBudget = DEFAULT_MEMORY_BUDGET,
+               manifest: CheckManifest | None = None,
+               progress: LoadProgress | None = None) -> SplitData:
     """Load and check one split (docs/methods.md §1.1-§1.3, §1.5; docs/datasets.md §1).
 
     ``requires`` ⊆ {"clips", "teacher", "teacher_length", "teacher_first_n"}. Teacher files are
@@ -469,6 +571,11 @@ def load_split(root: str | Path, collection: str, split: str, *,
     Moments: ``moments`` > ``<root>/<c>/TextData/<c>_moments.jsonl`` > the built-in table of a
     real (non-synthetic) tvr/activitynet/charades test split; a table attaches when it covers
     every cap_id, gives ``mv=None`` when it covers none.
+    ``memory_budget_bytes``: bytes of preprocessed features this split keeps in RAM, or a
+    ``CacheBudget`` shared with other splits (``experiment.load_splits`` shares
+    ``data.memory_budget`` between train, val and test). ``manifest``: value checks that
+    already passed on unchanged files are skipped (None: every check runs). ``progress``
+    hears about every load phase (``LoadProgress``).
     """
     requires = frozenset(requires)
     unknown = requires - KNOWN_REQUIREMENTS
@@ -478,6 +585,8 @@ def load_split(root: str | Path, collection: str, split: str, *,
     layout = Layout.resolve(root, collection, visual_feature)
     if not layout.collection_dir.is_dir():
         raise DataError(layout.collection_dir, "collection directory not found")
+    if progress is not None:
+        progress(f"{collection}/{split}: reading captions, frame index and feature keys", 0, 0)
     caption_file = layout.caption_file(split)
     captions = read_captions(caption_file)
     caption_sha256 = hashlib.sha256(caption_file.read_bytes()).hexdigest()
@@ -492,7 +601,7 @@ def load_split(root: str | Path, collection: str, split: str, *,
     tokens = QueryTokens(layout.query_features)
     queries = _QueryStore(tokens, captions.cap_ids, max_tokens=max_query_tokens,
                           teacher=teacher_text)
-    videos = _VideoStore(BigFile(layout.bigfile_dir), video_ids, max_frames=max_frames,
+    videos = _VideoStore(open_bigfile(layout.bigfile_dir), video_ids, max_frames=max_frames,
                          num_clips=num_clips, clips="clips" in requires, teacher=teacher_video,
                          teacher_length="teacher_length" in requires, with_teacher=with_teacher,
                          teacher_first_n="teacher_first_n" in requires)
@@ -504,9 +613,23 @@ def load_split(root: str | Path, collection: str, split: str, *,
                                                f"differs from teacher video size {teacher_dim} "
                                                f"in {teacher_video.path}")
 
-    video_in_memory = videos.load(memory_budget_bytes)
-    budget_left = memory_budget_bytes - (videos.estimated_bytes() if video_in_memory else 0)
-    query_in_memory = queries.load(budget_left)
+    budget = (memory_budget_bytes if isinstance(memory_budget_bytes, CacheBudget)
+              else CacheBudget(memory_budget_bytes))
+    manifest = manifest if manifest is not None else CheckManifest(None)
+    what = f"{collection}/{split}"
+    checks = {  # check name -> (store, files its values come from)
+        "videos": (videos, [caption_file, *videos.check_files()]),
+        "queries": (queries, [caption_file, tokens.path]),
+    }
+    for part, (store, files) in checks.items():
+        name = (f"{layout.collection_dir.resolve()}:{split}:{part}:"
+                f"teacher={with_teacher}:max_tokens={max_query_tokens}")
+        check = not manifest.passed(name, files)
+        store.load(budget, check=check, what=f"{what} {part}", progress=progress)
+        if check:
+            manifest.record(name, files)
+    video_in_memory = videos.cached == len(video_ids)
+    query_in_memory = queries.cached == len(queries.cap_ids)
     if query_in_memory:
         tokens.close()
     if teacher_video is not None and video_in_memory:
@@ -514,6 +637,7 @@ def load_split(root: str | Path, collection: str, split: str, *,
     if teacher_text is not None:
         teacher_text.close()
 
+    trim_heap()                                   # parse and chunk temporaries back to the OS
     synthetic = layout.is_synthetic()
     table = _resolve_moments(layout, moments, synthetic)
     mv = split_coverage(table, captions.cap_ids) if table is not None else None

@@ -32,7 +32,7 @@ from benchmark.data.split import SplitData
 from benchmark.errors import PRVRBenchError
 from benchmark.evaluate import EvalResult, evaluate_method
 from benchmark.interface import Progress, PRVRMethod
-from benchmark.memory import AnonPeak, peak_rss_mb, reset_peak_rss
+from benchmark.memory import AnonPeak, bound_heap, peak_rss_mb, reset_peak_rss
 from benchmark.naming import RunIdentity, Tag, flag
 from benchmark.precision import forward_autocast, ieee_float32
 from benchmark.record import RunRecord
@@ -99,6 +99,15 @@ def _as_tensors(out: Mapping[str, Tensor | float], method_name: str) -> dict[str
     return {k: v if isinstance(v, Tensor) else torch.as_tensor(float(v)) for k, v in out.items()}
 
 
+def _memory_metrics(anon: AnonPeak) -> dict[str, float]:
+    """``sys/peak_anon_mb`` (RssAnon), ``sys/peak_file_mb`` (RssFile: mapped feature pages) and
+    ``sys/peak_rss_mb`` (VmHWM, the whole resident set) since fit started; a figure that
+    ``/proc`` lacks is left out."""
+    figures = {"sys/peak_anon_mb": anon.peak_mb(), "sys/peak_file_mb": anon.file_peak_mb(),
+               "sys/peak_rss_mb": peak_rss_mb()}
+    return {k: v for k, v in figures.items() if math.isfinite(v)}
+
+
 def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConfig,
         tracker: RunTracker | None = None, hooks: Iterable[Hook] = (), *,
         identity: RunIdentity | None = None, run_dir: str | Path | None = None,
@@ -114,11 +123,13 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
     epochs before it are not logged again.
     Every reported number is a view of those ranks (``benchmark.views``). A hook may raise to
     stop the run; the exception propagates. Memory is reported as the peak anonymous RSS of the
-    fit (``sys/peak_anon_mb``; loaded splits included, mapped feature pages not) beside the
-    peak RSS (``sys/peak_rss_mb``) and, on CUDA, the allocator peak.
+    fit (``sys/peak_anon_mb``; loaded splits included, mapped feature pages not), beside the
+    peak file-backed RSS (``sys/peak_file_mb``: mapped feature pages), the peak of the whole
+    resident set (``sys/peak_rss_mb``: VmHWM) and, on CUDA, the allocator peak.
     """
     if resume and run_dir is None:
         raise TrainingError(f"{cfg.method_name}: resume needs the run directory to resume from")
+    bound_heap()                             # freed batches and activations leave the RSS
     with AnonPeak() as anon:
         return _fit(method, splits, cfg, tracker, hooks, identity, run_dir, console, anon, resume)
 
@@ -232,9 +243,7 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
                                     epoch=epoch, metrics={"val/SumR": sumr})
                 else:
                     es_cnt += 1
-            metrics["sys/peak_rss_mb"] = peak_rss_mb()
-            if math.isfinite(anon.peak_mb()):         # NaN where /proc has no RssAnon
-                metrics["sys/peak_anon_mb"] = anon.peak_mb()
+            metrics.update(_memory_metrics(anon))
             if device.type == "cuda":
                 metrics["sys/cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             tracker.log_metrics(metrics, step=epoch)    # one batched call per epoch
@@ -269,9 +278,7 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
     test_view = split_view(test_result, "test", cfg.eval.mv_edges)
     final = test_view.flat()
     final["time/test_eval_seconds"] = test_seconds
-    final["sys/peak_rss_mb"] = peak_rss_mb()
-    if math.isfinite(anon.peak_mb()):
-        final["sys/peak_anon_mb"] = anon.peak_mb()
+    final.update(_memory_metrics(anon))
     cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     if cuda_peak is not None:
         final["sys/cuda_peak_mb"] = cuda_peak
@@ -285,7 +292,8 @@ def _fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentCon
         secondary={"val": best_val_view.secondary, "test": test_view.secondary},
         epoch_seconds=sum(epoch_times) / len(epoch_times),
         eval_seconds=sum(eval_times) / len(eval_times) if eval_times else 0.0,
-        peak_rss_mb=peak_rss_mb(), peak_anon_mb=anon.peak_mb(), cuda_peak_mb=cuda_peak, best_epoch=best_epoch,
+        peak_rss_mb=peak_rss_mb(), peak_anon_mb=anon.peak_mb(), peak_file_mb=anon.file_peak_mb(),
+        cuda_peak_mb=cuda_peak, best_epoch=best_epoch,
         epochs_run=epochs_run, stopped_early=stopped_early, val_equals_test=val_equals_test,
         git_commit=identity.git_commit, run_id=tracker.run_id, run_dir=str(run_dir))
 
