@@ -2,7 +2,8 @@
 
 ``python -m bench --scale full`` (``nox -s bench -- --scale full``; not part of CI) generates
 the synthetic full TVR once (cached under ``<runs>/data``, 21 GB) and measures each method of
-``METHODS`` in a fresh child process, at the default ``data.memory_budget``:
+``METHODS`` in a fresh child process, at the default ``data.memory_budget`` and with
+``data.bound_heap`` on (docs/architecture.md §5.4):
 
 * ``load_cold_seconds``: ``prepare`` (every split loaded, every check run) with an empty check
   manifest; ``load_cached_seconds``: the same again with the manifest the first load wrote
@@ -46,7 +47,8 @@ def _measure(name: str, data_root: str, device: str, steps: int, runs_dir: str) 
     from benchmark.training.optim import build_optimizer
 
     cfg = load_config(name, "tvr", data_root=data_root,
-                      overrides={"device": device, "tracking.runs_dir": runs_dir})
+                      overrides={"device": device, "tracking.runs_dir": runs_dir,
+                                 "data.bound_heap": True})
     out: dict[str, float] = {}
     whole = AnonPeak(interval_s=0.005).start()
 

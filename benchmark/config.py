@@ -56,6 +56,11 @@ class DataConfig:
     # preprocessed features a run keeps in RAM, all splits together (bytes, or "1GiB", "512MiB");
     # the rest is read from the memmap/HDF5 files per batch. Never changes a result.
     memory_budget: int | str = "256MiB"
+    # glibc's mmap threshold fixed at 1 MiB (benchmark/memory.py::bound_heap): freed tensors leave
+    # the resident set (about 1.3 GB less on full TVR) at a cost in step time from fresh page
+    # faults (dl-dkd++ on small TVR: 21.8 -> 32.6 s per epoch). Off by default; on for
+    # full-size collections on a small machine (bench --scale full). Never changes a result.
+    bound_heap: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_frames", "max_query_tokens", "num_clips"):
@@ -351,7 +356,8 @@ def flatten(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def config_hash(cfg: ExperimentConfig) -> str:
     """sha256 of the settings that determine trained weights (method, data, train, optim, seed);
-    chunk sizes, tracking and device are excluded, and so are the clock fields while the clock
+    chunk sizes, tracking, device and the memory settings (``data.memory_budget``,
+    ``data.bound_heap``) are excluded, and so are the clock fields while the clock
     is "epoch" and the precision while it is "fp32" (they change nothing then, and hashes of
     runs from before them stay valid). Checkpoints carry it."""
     d = config_to_dict(cfg)
@@ -362,6 +368,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
     if cfg.train.precision == "fp32":         # likewise: runs from before the setting were fp32
         drop.add("precision")
     keep["train"] = {k: v for k, v in keep["train"].items() if k not in drop}
+    # where data and freed memory live never changes a weight: a resume may change them
+    keep["data"] = {k: v for k, v in keep["data"].items() if k not in ("memory_budget", "bound_heap")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 

@@ -62,7 +62,8 @@ def load_splits(cfg: ExperimentConfig, requires: frozenset[str]) -> dict[str, Sp
     Dense relevance labels apply to the test split (docs/datasets.md). The three splits share
     ``data.memory_budget`` (first come, first served: train, val, test)."""
     d = cfg.data
-    bound_heap()                         # freed batches and tensors leave the resident set
+    if d.bound_heap:                     # freed batches and tensors leave the resident set
+        bound_heap()
     budget = CacheBudget(d.memory_budget_bytes)
     with _load_progress() as progress:
         splits = {split: _load_one(cfg, split, requires, budget, progress)

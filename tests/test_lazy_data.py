@@ -219,3 +219,16 @@ def test_run_load_prints_progress_lines(tiny_root, tmp_path, capsys):
     load_splits(cfg, frozenset({"clips"}))           # the manifest under runs/cache applies
     err = capsys.readouterr().err
     assert "checking" not in err and "data: tvr/train videos: caching" in err
+
+
+def test_memory_settings_stay_out_of_the_config_hash():
+    """A resume may change where data and freed memory live: neither changes a weight."""
+    from benchmark.config import config_hash
+
+    base = load_config("dl-dkd++", "tvr")
+    moved = load_config("dl-dkd++", "tvr", overrides={"data.memory_budget": "2GiB",
+                                                       "data.bound_heap": True})
+    assert moved.data.bound_heap and not base.data.bound_heap
+    assert config_hash(moved) == config_hash(base)
+    other = load_config("dl-dkd++", "tvr", overrides={"data.max_frames": 64})
+    assert config_hash(other) != config_hash(base)

@@ -129,7 +129,8 @@ def fit(method: PRVRMethod, splits: Mapping[str, SplitData], cfg: ExperimentConf
     """
     if resume and run_dir is None:
         raise TrainingError(f"{cfg.method_name}: resume needs the run directory to resume from")
-    bound_heap()                             # freed batches and activations leave the RSS
+    if cfg.data.bound_heap:                  # freed batches and activations leave the RSS
+        bound_heap()
     with AnonPeak() as anon:
         return _fit(method, splits, cfg, tracker, hooks, identity, run_dir, console, anon, resume)
 
