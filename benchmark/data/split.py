@@ -201,6 +201,29 @@ def _first_bad_row(x: np.ndarray) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
+def _load_leading(cached: int, lengths: np.ndarray, dim: int, prepare, check_chunk, *,
+                  check: bool, what: str, progress: LoadProgress | None) -> tuple[int, list]:
+    """Prepare the ``cached`` leading items (chunks of at most CHUNK_BYTES of rows) and, with
+    ``check``, run ``check_chunk`` over the rest; report progress per chunk. Shared by the video
+    and query stores. Returns (cached, the prepared parts in order)."""
+    max_rows = max(CHUNK_BYTES // (dim * FLOAT32), 1)
+    total = len(lengths) if check else cached
+    verb = "checking and caching" if check else "caching"
+    report = progress or (lambda *_: None)
+    report(f"{what}: {verb}", 0, total)
+    parts, done = [], 0
+    for chunk in _chunks(lengths[:cached], max_rows):
+        parts.append(prepare(chunk))
+        done += chunk.size
+        report(f"{what}: {verb}", done, total)
+    if check:
+        for chunk in _chunks(lengths[cached:], max_rows):
+            check_chunk(chunk + cached)
+            done += chunk.size
+            report(f"{what}: {verb}", done, total)
+    return cached, parts
+
+
 class _VideoStore:
     """Student (and optional teacher) frame features of the split's videos."""
 
@@ -338,22 +361,9 @@ class _VideoStore:
              progress: LoadProgress | None = None) -> None:
         """Prepare and keep the leading videos that fit ``budget``; with ``check``, run the
         value checks over every other video too (one chunk of raw rows at a time)."""
-        self.cached = budget.leading(self.item_bytes())
-        max_rows = max(CHUNK_BYTES // (self.dim * FLOAT32), 1)
-        total = len(self.video_ids) if check else self.cached
-        verb = "checking and caching" if check else "caching"
-        report = progress or (lambda *_: None)
-        report(f"{what}: {verb}", 0, total)
-        parts, done = [], 0
-        for chunk in _chunks(self.raw_lengths[:self.cached], max_rows):
-            parts.append(self.prepare(chunk))
-            done += chunk.size
-            report(f"{what}: {verb}", done, total)
-        if check:
-            for chunk in _chunks(self.raw_lengths[self.cached:], max_rows):
-                self.check(chunk + self.cached)
-                done += chunk.size
-                report(f"{what}: {verb}", done, total)
+        self.cached, parts = _load_leading(
+            budget.leading(self.item_bytes()), self.raw_lengths, self.dim, self.prepare,
+            self.check, check=check, what=what, progress=progress)
         self.stored = _join_videos(parts) if parts else None
 
     def batch(self, index: np.ndarray, teacher: bool) -> VideoBatch:
@@ -439,22 +449,9 @@ class _QueryStore:
              progress: LoadProgress | None = None) -> None:
         """Prepare and keep the leading queries that fit ``budget``; with ``check``, run the
         value checks over every other query too."""
-        self.cached = budget.leading(self.item_bytes())
-        max_rows = max(CHUNK_BYTES // (self.dim * FLOAT32), 1)
-        total = len(self.cap_ids) if check else self.cached
-        verb = "checking and caching" if check else "caching"
-        report = progress or (lambda *_: None)
-        report(f"{what}: {verb}", 0, total)
-        parts, done = [], 0
-        for chunk in _chunks(self.lengths[:self.cached], max_rows):
-            parts.append(self.prepare(chunk))
-            done += chunk.size
-            report(f"{what}: {verb}", done, total)
-        if check:
-            for chunk in _chunks(self.lengths[self.cached:], max_rows):
-                self.prepare(chunk + self.cached)
-                done += chunk.size
-                report(f"{what}: {verb}", done, total)
+        self.cached, parts = _load_leading(
+            budget.leading(self.item_bytes()), self.lengths, self.dim, self.prepare,
+            self.prepare, check=check, what=what, progress=progress)
         self.stored = _join(parts) if parts else None
 
     def batch(self, index: np.ndarray, teacher: bool) -> QueryBatch:
