@@ -26,7 +26,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from benchmark.data.bigfile import BigFile  # noqa: E402
+from benchmark.data.bigfile import BigFile, read_video2frames  # noqa: E402
 from benchmark.data.split import load_split  # noqa: E402
 from benchmark.features import extract  # noqa: E402
 from benchmark.features.cli import main as features_main  # noqa: E402
@@ -80,12 +80,13 @@ def test_layout_and_frame_counts(extracted):
     c = extracted / COLLECTION
     bigfile = BigFile(c / "FeatureData" / FEATURE)
     teacher = teacher_arrays(c / "FeatureData" / TEACHER)
-    assert sorted(teacher) == sorted(bigfile.video2frames) == [f"v{i}" for i in range(6)]
-    for video, frames in bigfile.video2frames.items():
+    video_frames = read_video2frames(bigfile.video2frames_file)
+    assert sorted(teacher) == sorted(video_frames) == [f"v{i}" for i in range(6)]
+    for video, frames in video_frames.items():
         assert teacher[video].shape == (len(frames), 8)               # counts agree
         np.testing.assert_array_equal(bigfile.read(video), teacher[video])   # student = CLIP
     # 2.0 s .. 5.9 s videos at one frame per 1.5 s (segment centres inside the video)
-    assert [len(bigfile.video2frames[f"v{i}"]) for i in range(4)] == [1, 2, 3, 4]
+    assert [len(video_frames[f"v{i}"]) for i in range(4)] == [1, 2, 3, 4]
     report = json.loads((c / "features_report.json").read_text())
     assert report["videos"] == 6 and report["skipped_bad_videos"] == {}
     assert not (c / extract.WORK_DIR).exists()                          # work dir cleaned up
@@ -136,7 +137,7 @@ def test_other_student_backbone_has_the_teacher_frame_counts(assets, tmp_path, m
     bigfile = BigFile(c / "FeatureData" / "test_pixel-mean")
     teacher = teacher_arrays(c / "FeatureData" / TEACHER)
     assert bigfile.dim == 3
-    assert {v: len(f) for v, f in bigfile.video2frames.items()} == {v: len(a) for v, a in teacher.items()}
+    assert _frame_counts(bigfile) == {v: len(a) for v, a in teacher.items()}
 
 
 def test_missing_backbone_library_is_a_clear_error(assets, tmp_path, capsys):
@@ -200,8 +201,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(assets, extracted, tm
         np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
     assert not (out / COLLECTION / extract.WORK_DIR).exists()
     resumed, clean = BigFile(out / COLLECTION / "FeatureData" / FEATURE), BigFile(reference / FEATURE)
-    assert resumed.video2frames == clean.video2frames    # rows may sit in another order
-    for video in clean.video2frames:
+    frames = read_video2frames(clean.video2frames_file)
+    assert read_video2frames(resumed.video2frames_file) == frames   # rows may sit in another order
+    for video in frames:
         np.testing.assert_array_equal(resumed.read(video), got[video])
     assert features_main(text_args(assets, out)) == 0
     load_split(out, COLLECTION, "train", visual_feature=FEATURE, requires=frozenset({"teacher"}))
@@ -283,7 +285,7 @@ def test_bad_video_is_skipped_with_skip_bad(with_bad_video, tmp_path):
     captions = "".join((out / COLLECTION / "TextData" / f"{COLLECTION}{s}.caption.txt").read_text()
                        for s in ("train", "val", "test"))
     assert "broken#" not in captions and captions.count("\n") == 12
-    assert "broken" not in BigFile(out / COLLECTION / "FeatureData" / FEATURE).video2frames
+    assert "broken" not in read_video2frames(out / COLLECTION / "FeatureData" / FEATURE / "video2frames.txt")
 
 
 def test_missing_video_file_is_bad(assets, tmp_path, capsys):
@@ -308,7 +310,7 @@ def test_only_teacher_matches_an_existing_bigfile(assets, extracted, tmp_path):
                           "--clip-model", str(assets["clip"]), "--device", "cpu"]) == 0
     assert features_main(text_args(assets, out, "--only", "teacher")) == 0
     teacher = teacher_arrays(out / COLLECTION / "FeatureData" / TEACHER)
-    assert {v: len(a) for v, a in teacher.items()} == {v: len(f) for v, f in bigfile.video2frames.items()}
+    assert {v: len(a) for v, a in teacher.items()} == _frame_counts(bigfile)
     load_split(out, COLLECTION, "train", visual_feature=FEATURE, requires=frozenset({"teacher"}))
 
 
@@ -409,3 +411,8 @@ def test_finished_text_file_lacking_captions_asks_for_overwrite(assets, extracte
     train.write_text(train.read_text() + "v0#7 a new caption\n")
     assert features_main(text_args(assets, out, "--only", "teacher")) == 2
     assert "'v0#7'" in capsys.readouterr().err
+
+
+def _frame_counts(bigfile: BigFile) -> dict[str, int]:
+    """Frames per video of a BigFile, from its video2frames.txt."""
+    return {v: len(f) for v, f in read_video2frames(bigfile.video2frames_file).items()}
