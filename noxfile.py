@@ -1,6 +1,6 @@
 """nox sessions: tests (default), lint, bench, gpu, sweep-tvr/-activitynet/-charades, report, mlflow-ui.
 
-All sessions share ONE virtualenv, `.nox/prvr` (about 2.1 GB, built once in about a minute;
+All sessions share ONE virtualenv, `.nox/prvr` (about 2.3 GB, built once in about 1.5 minutes;
 reruns take seconds), with the pinned project and its `test` and `features` extras installed
 (`features`, about 290 MB of transformers, PyAV and tokenizers, is there so that the feature
 extraction tests run in the one environment); pip inside it finds the
@@ -42,7 +42,7 @@ def _install(session: nox.Session, extras: str = "test,features") -> None:
     stamp = SHARED_ENV / STAMP
     if created or not stamp.is_file() or stamp.read_text().strip() != want:
         session.log(f"installing the project into the shared environment {SHARED_ENV} "
-                    f"({'new: about 1-2 minutes and 2.1 GB' if created else 'pyproject.toml changed'})")
+                    f"({'new: about 1-2 minutes and 2.3 GB' if created else 'pyproject.toml changed'})")
         session.run(str(bin_dir / "python"), "-m", "pip", "install", "-q", "-e", f".[{extras}]",
                     external=True)
         stamp.write_text(want + "\n")
