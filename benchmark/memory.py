@@ -51,13 +51,24 @@ def parse_bytes(value: int | str) -> int:
     return int(total)
 
 
-def status_mb(field: str) -> float:
-    """A ``/proc/self/status`` memory field (VmRSS, VmHWM, RssAnon) in MB."""
+def _status_fields(*fields: str) -> dict[str, float]:
+    """The named ``/proc/self/status`` memory fields in MB, from one read; a field the file
+    lacks is absent from the result. OSError where there is no such file."""
+    found: dict[str, float] = {}
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024                       # kB -> MB
-    raise RuntimeError(f"/proc/self/status has no {field}")
+            name = line.split(":", 1)[0]
+            if name in fields:
+                found[name] = int(line.split()[1]) / 1024                # kB -> MB
+    return found
+
+
+def status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (VmRSS, VmHWM, RssAnon) in MB."""
+    found = _status_fields(field)
+    if field not in found:
+        raise RuntimeError(f"/proc/self/status has no {field}")
+    return found[field]
 
 
 def reset_peak_rss() -> None:
@@ -86,16 +97,11 @@ def anon_rss_mb() -> float:
 def anon_file_mb() -> tuple[float, float]:
     """Current (RssAnon, RssFile) in MB from one read of ``/proc/self/status``; NaN where
     ``/proc`` lacks them."""
-    found = {"RssAnon": float("nan"), "RssFile": float("nan")}
     try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                name = line.split(":", 1)[0]
-                if name in found:
-                    found[name] = int(line.split()[1]) / 1024            # kB -> MB
+        found = _status_fields("RssAnon", "RssFile")
     except OSError:
-        pass
-    return found["RssAnon"], found["RssFile"]
+        found = {}
+    return found.get("RssAnon", float("nan")), found.get("RssFile", float("nan"))
 
 
 class AnonPeak:
