@@ -13,6 +13,7 @@ not part of CI and takes about an hour on 2 cores. ``--methods`` picks the metho
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -28,18 +29,15 @@ PROFILE, SCALE = "tvr", "small"
 
 
 def _runner(name: str):
-    """The ``run`` function of one topic (imported on demand: topics pull in sweeps, MLflow)."""
-    from bench import dl_dkd, evaluator, flops, kdc_net, ms_sl, sweeps, training
-
-    return {"dl_dkd": dl_dkd.run, "evaluator": evaluator.run, "flops": flops.run,
-            "kdc_net": kdc_net.run, "ms_sl": ms_sl.run, "sweeps": sweeps.run,
-            "training": training.run}[name]
+    """The ``run`` function of one topic, imported on demand (only the ``sweeps`` topic pulls in
+    Optuna and MLflow, so the others also run where those are not installed)."""
+    return importlib.import_module(f"bench.{name}").run
 
 
 def synthetic_tvr(runs_dir: Path, scale: str = SCALE) -> Path:
     """The synthetic TVR collection of ``scale`` under <runs>/data, generated once (the same
     cache as the sweeps use)."""
-    from sweeps.runner import prepare_data
+    from benchmark.data.prepared import prepare_data
 
     root, _ = prepare_data(PROFILE, None, runs_dir, profile=PROFILE, scale=scale)
     return root

@@ -15,7 +15,9 @@ the synthetic full TVR once (cached under ``<runs>/data``, 21 GB) and measures e
 * ``test_eval_seconds``: ``evaluate_method`` on the whole test split (10,895 queries x 2,179
   videos) with the weights after those steps.
 * ``peak_anon_mb`` (RssAnon: what the process allocated) and ``peak_file_mb`` (RssFile:
-  mapped feature pages, reclaimable) for each phase and for the whole child.
+  mapped feature pages, reclaimable) for each phase and for the whole child; on CUDA also
+  ``train_steps_cuda_peak_mb`` and ``test_eval_cuda_peak_mb`` (``torch.cuda.max_memory_allocated``
+  in the phase; steps are timed after ``torch.cuda.synchronize``).
 """
 from __future__ import annotations
 
@@ -72,7 +74,19 @@ def _measure(name: str, data_root: str, device: str, steps: int, runs_dir: str) 
 
     method, train, test = prepared.method, prepared.splits["train"], prepared.splits["test"]
     dev = torch.device(device)
+    cuda = dev.type == "cuda"
+
+    def cuda_window(label: str | None = None) -> None:
+        """Close the CUDA peak window of ``label`` (recorded) and open the next one."""
+        if not cuda:
+            return
+        torch.cuda.synchronize()
+        if label is not None:
+            out[f"{label}_cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        torch.cuda.reset_peak_memory_stats()
+
     method.to(dev).train()
+    cuda_window()
     per_epoch = steps_per_epoch(train, cfg.train.batch_size)
     optimizer = build_optimizer(method, cfg.optim, t_total=per_epoch * cfg.train.epochs)
     generator = seed_everything(cfg.seed)
@@ -90,12 +104,15 @@ def _measure(name: str, data_root: str, device: str, steps: int, runs_dir: str) 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
         started = time.perf_counter()
         print(f"bench: {name} step {step + 1}/{steps}: {times[-1]:.2f} s", file=sys.stderr,
               flush=True)
     batches.close()
     phase("train_steps", window, sum(times))
+    cuda_window("train_steps")
     out["first_step_seconds"] = round(times[0], 2)
     out["step_seconds"] = round(sum(times[1:]) / max(len(times) - 1, 1), 3)
     out["steps_measured"] = float(len(times))
@@ -105,6 +122,7 @@ def _measure(name: str, data_root: str, device: str, steps: int, runs_dir: str) 
     window, started = AnonPeak(interval_s=0.005).start(), time.perf_counter()
     result = evaluate_method(method, test, query_chunk=cfg.eval.query_chunk,
                              video_chunk=cfg.eval.video_chunk, device=dev)
+    cuda_window("test_eval")
     phase("test_eval", window, time.perf_counter() - started)
     out["test_queries"], out["test_videos"] = float(test.num_queries), float(test.num_videos)
     out["test_SumR"] = round(result.metrics()["SumR"], 3)

@@ -27,6 +27,7 @@ from benchmark.interface import Encoding, FeatureDims, MethodConfig, Progress, P
 from benchmark.precision import float32_loss
 from benchmark.registry import register_method, register_variant
 from methods.errors import MethodConfigError
+from methods.layers.dropout import Dropout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +80,7 @@ class MeanPool(PRVRMethod):
 
     @staticmethod
     def _projection(d_in: int, c: MeanPoolConfig) -> nn.Sequential:
-        return nn.Sequential(nn.Dropout(c.dropout), nn.Linear(d_in, c.hidden_size), nn.ReLU(),
+        return nn.Sequential(Dropout(c.dropout), nn.Linear(d_in, c.hidden_size), nn.ReLU(),
                              nn.Linear(c.hidden_size, c.joint_size))
 
     def encode_queries(self, queries: QueryBatch) -> MeanPoolEncoding:

@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmark import console, naming, stores, tracking
-from benchmark.data.layout import Layout
+from benchmark.data.prepared import prepare_data
 from benchmark.errors import PRVRBenchError
 from benchmark.naming import Tag, TrialStateTag
 from sweeps import narration
@@ -47,7 +47,6 @@ from sweeps import storage as st
 from sweeps.studies import StudySpec
 
 STUDY_ATTR_PARENT = "mlflow_parent_run_id"
-DATA_SEED = 0   # generator seed of the cached synthetic collection (same bytes on every machine)
 
 Log = Callable[[str], None]
 
@@ -80,42 +79,6 @@ class SweepResult:
     best_run_id: str | None = None
     worker_exitcodes: list[int] = field(default_factory=list)
     seconds: float = 0.0
-
-
-# ------------------------------------------------------------------------------- data
-
-def synthetic_cache_dir(runs: Path, profile: str, scale: str, seed: int) -> Path:
-    return Path(runs) / "data" / f"{profile}-{scale}-s{seed}"
-
-
-def prepare_data(collection: str, data_root: str | Path | None, runs: Path, *, profile: str,
-                 scale: str, seed: int = DATA_SEED, log: Log = print) -> tuple[Path, bool]:
-    """(root, synthetic): the given root, or the cached synthetic collection (generated once)."""
-    if data_root is not None:
-        root = Path(data_root).expanduser().resolve()
-        layout = Layout.resolve(root, collection)
-        if not layout.collection_dir.is_dir():
-            raise SweepError(f"data root {root}: no {collection}/ folder (MS-SL layout expected)")
-        return root, layout.is_synthetic()
-    root = synthetic_cache_dir(runs, profile, scale, seed)
-    layout = Layout.resolve(root, collection)
-    if layout.is_synthetic():
-        log(f"data: no data root given; using the cached synthetic '{profile}' profile "
-            f"({scale}, seed {seed}) at {root}")
-        return root, True
-    log(f"data: no data root given; generating the synthetic '{profile}' profile "
-        f"({scale}, seed {seed}) into {root} (once; later runs reuse it)")
-    from benchmark.data.synthetic import GenerationError, generate
-
-    t0 = time.perf_counter()
-    try:
-        generate(profile, scale, seed, root,      # atomic: temp dir, then rename
-                 progress=console.generation_reporter(log))
-    except GenerationError:
-        if not layout.is_synthetic():             # not "another launcher won the race"
-            raise
-    log(f"data: generated in {time.perf_counter() - t0:.1f} s")
-    return root, True
 
 
 # ------------------------------------------------------------------------------- trials

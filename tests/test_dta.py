@@ -271,3 +271,26 @@ def test_gamma_logit_is_not_weight_decayed():
     groups = parameter_groups(dta, 0.01)
     decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     assert decay_of[id(dta.gamma_logit)] == 0.0 and decay_of[id(dta.centre_weight)] == 0.01
+
+
+def test_recomputed_attention_weights_give_the_kept_graph_gradients_bit_for_bit():
+    """attention_probs recomputes the window and softmaxes in backward (less memory); outputs
+    and every gradient equal those of the graph that keeps them, and nothing is kept but the
+    inputs."""
+    x, mask = _frames(batch=3, length=9)
+    grads = []
+    for kept in (True, False):
+        dta = _dta()
+        _perturb(dta)
+        leaf = x.clone().requires_grad_(True)
+        q, k = _qk(dta, leaf)
+        saved: list[tuple[int, ...]] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t,
+                                                      lambda t: t):
+            probs = dta._attention_probs(q, k, mask) if kept else dta.attention_probs(q, k, mask)
+        (probs * torch.linspace(-1, 1, probs.numel()).view_as(probs)).sum().backward()
+        grads.append([probs.detach(), leaf.grad] + [p.grad for p in dta.parameters()])
+        square = [s for s in saved if len(s) == 4 and s[-1] == s[-2] == 9]     # (B, h, T, T)
+        assert (len(square) > 2) if kept else not square
+    for want, got in zip(*grads):
+        assert (want is None and got is None) or torch.equal(want, got)

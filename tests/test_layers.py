@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from methods.layers.attention import SelfAttentionLayer, guided_attention_pool, key_clip_guided_attention
+from methods.layers.dropout import Dropout, dropout
 from methods.layers.encoders import QueryEncoder, SequenceEncoder
 from methods.layers.init import reference_init_
 from methods.layers.pooling import AttentionPooling, mask_logits, masked_max, multi_scale_proposals
@@ -245,3 +246,38 @@ def test_query_encoder_pack_valid_keeps_outputs():
     torch.testing.assert_close(packed(tokens, mask), full(tokens, mask))
     other = InputProjection(6, 8, 0.0)
     torch.testing.assert_close(packed(tokens, mask, projection=other), full(tokens, mask, projection=other))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_draws_and_returns_what_torch_does_and_keeps_a_byte_mask(p):
+    """Same random numbers, output and gradient bits as F.dropout on the CPU; autograd keeps a
+    bool mask (1 byte per element), not a float noise tensor."""
+    x = torch.randn(64, 33, 17)
+    grad_out = torch.randn_like(x)
+    results = []
+    for fn in (F.dropout, dropout):
+        leaf = x.clone().requires_grad_(True)
+        saved: list[torch.Tensor] = []
+        torch.manual_seed(3)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            out = fn(leaf * 1.0, p, True)
+        out.backward(grad_out)
+        results.append((out.detach(), leaf.grad, torch.rand(1), [t.dtype for t in saved]))
+    (want, want_grad, want_next, want_saved), (got, got_grad, got_next, got_saved) = results
+    assert torch.equal(got, want) and torch.equal(got_grad, want_grad)
+    assert torch.equal(got_next, want_next)          # the generator advanced alike
+    assert want_saved == [x.dtype] and got_saved == [torch.bool]
+    assert 0 < (got == 0).float().mean() < 2 * p
+
+
+def test_dropout_module_is_identity_in_eval_and_without_grad():
+    layer = Dropout(0.5)
+    x = torch.randn(8, 4)
+    assert layer.eval()(x) is x
+    torch.manual_seed(0)
+    with torch.no_grad():
+        plain = layer.train()(x)
+    torch.manual_seed(0)
+    assert torch.equal(plain, F.dropout(x, 0.5, True))
+    with pytest.raises(ValueError, match="probability"):
+        Dropout(1.5)

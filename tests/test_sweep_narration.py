@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from benchmark import console, tracking
 from benchmark.console import ConsoleSettingError, TrainingConsole, resolve_progress_seconds
+from benchmark.data import prepared
 from benchmark.data.synthetic import generate
 from sweeps import narration, runner, studies
 from sweeps.run import main, studies_markdown
@@ -134,14 +135,14 @@ def test_short_params_and_tag():
 
 def test_generation_says_how_far_it_is_and_writes_the_same_bytes(tmp_path):
     lines: list[str] = []
-    root, synthetic = runner.prepare_data("tvr", None, tmp_path, profile="tvr", scale="tiny",
+    root, synthetic = prepared.prepare_data("tvr", None, tmp_path, profile="tvr", scale="tiny",
                                           log=lines.append)
     assert synthetic
     assert any(line.startswith("data: no data root given; generating") for line in lines)
     chunks = [re.search(r"(\d+)/(\d+) chunks", line) for line in lines]
     seen = [(int(m.group(1)), int(m.group(2))) for m in chunks if m]
     assert seen[0][0] == 1 and seen[-1][0] == seen[-1][1] > 1     # the first and the last chunk
-    plain = generate("tvr", "tiny", runner.DATA_SEED, tmp_path / "plain")   # no progress
+    plain = generate("tvr", "tiny", prepared.DATA_SEED, tmp_path / "plain")   # no progress
     files = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.is_file())
     assert files
     for rel in files:

@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 
 from benchmark import tracking
 from benchmark.config import flatten, load_config
+from benchmark.data import prepared
+from benchmark.data.errors import DataError
 from benchmark.naming import Tag, TrialStateTag
 from benchmark.registry import get_method
 from sweeps import objective as obj
@@ -148,17 +150,17 @@ def test_unreachable_storage_errors_before_training(tmp_path, mlflow_uri):
 
 def test_prepare_data_generates_once_and_says_so(tmp_path):
     lines: list[str] = []
-    root, synthetic = runner.prepare_data("tvr", None, tmp_path, profile="tvr", scale="tiny",
+    root, synthetic = prepared.prepare_data("tvr", None, tmp_path, profile="tvr", scale="tiny",
                                           log=lines.append)
     assert synthetic and root == tmp_path / "data" / "tvr-tiny-s0"
     assert (root / "tvr" / "SYNTHETIC").is_file()
     assert any("generating" in line for line in lines)
     lines.clear()
-    again, _ = runner.prepare_data("tvr", None, tmp_path, profile="tvr", scale="tiny",
+    again, _ = prepared.prepare_data("tvr", None, tmp_path, profile="tvr", scale="tiny",
                                    log=lines.append)
     assert again == root and any("cached" in line for line in lines)
-    with pytest.raises(runner.SweepError, match="no tvr/ folder"):
-        runner.prepare_data("tvr", tmp_path / "nowhere", tmp_path, profile="tvr", scale="tiny")
+    with pytest.raises(DataError, match="no tvr/ folder"):
+        prepared.prepare_data("tvr", tmp_path / "nowhere", tmp_path, profile="tvr", scale="tiny")
 
 
 # -- studies that train -------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from methods.layers.dropout import Dropout
+
 #: ref: ms-sl method/model_components.py BertSelfAttention: additive mask on padded keys.
 ATTENTION_MASK_VALUE = -1e4
 #: ref: ms-sl method/model.py key_clip_guided_attention: ``masked_fill(..., -1e9)``.
@@ -38,9 +40,9 @@ class SelfAttentionLayer(nn.Module):
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(hidden, hidden)
         self.value = nn.Linear(hidden, hidden)
-        self.attention_dropout = nn.Dropout(dropout)
+        self.attention_dropout = Dropout(dropout)
         self.output = nn.Linear(hidden, hidden)
-        self.output_dropout = nn.Dropout(dropout)
+        self.output_dropout = Dropout(dropout)
         # named LayerNorm for the reference's name-based no-decay rule (§3.5)
         self.LayerNorm = nn.LayerNorm(hidden)
 

@@ -34,6 +34,7 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from benchmark.errors import PRVRBenchError
 from methods.layers.attention import ATTENTION_MASK_VALUE, SelfAttentionLayer
@@ -163,8 +164,20 @@ class DynamicTemporalAttention(SelfAttentionLayer):
     def attention_probs(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
         """A_h = (1 - γ_h) softmax(L_h) + γ_h softmax(L_h + G_h), padded keys excluded.
 
+        Under autograd the weights are recomputed in backward instead of kept: the window and
+        the two softmaxes leave about five (B, h, T, T) tensors per layer to autograd (about
+        0.3 GB per branch on a 128-video TVR batch), and recomputing them costs a small
+        fraction of the step. Nothing in here draws random numbers, so the recomputation and
+        the gradients are bit-identical to keeping them (tests/test_dta.py).
+
         Shapes: q, k (B, h, T, dh); mask (B, T) or None -> (B, h, T, T).
         """
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+            return checkpoint(self._attention_probs, q, k, mask, use_reentrant=False,
+                              preserve_rng_state=False)  # pyright: ignore[reportReturnType]
+        return self._attention_probs(q, k, mask)
+
+    def _attention_probs(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
         length = q.shape[2]
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)   # (B, h, T, T)
         if mask is not None:

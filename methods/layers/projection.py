@@ -9,6 +9,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from methods.layers.dropout import Dropout
+
 
 class InputProjection(nn.Module):
     """``LinearLayer`` of the reference: x ↦ ReLU(W·Dropout(LN_{d_in}(x)) + b).
@@ -21,7 +23,7 @@ class InputProjection(nn.Module):
     def __init__(self, d_in: int, d_out: int, dropout: float) -> None:
         super().__init__()
         self.LayerNorm = nn.LayerNorm(d_in)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear = nn.Linear(d_in, d_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -39,7 +41,7 @@ class TrainablePositionalEncoding(nn.Module):
         self.max_len = max_len
         self.position_embeddings = nn.Embedding(max_len, hidden)
         self.LayerNorm = nn.LayerNorm(hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         length = x.shape[1]
