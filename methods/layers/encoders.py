@@ -12,16 +12,19 @@ from methods.layers.pooling import AttentionPooling
 from methods.layers.projection import InputProjection, TrainablePositionalEncoding
 
 
-def project_valid(projection: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
+def project_valid(projection: nn.Module, x: Tensor, mask: Tensor | None,
+                  rows: Tensor | None = None) -> Tensor:
     """``projection(x)``; with a mask, only at valid positions (zeros elsewhere), which saves
-    the padded rows of the largest matrix product of an encoder.
+    the padded rows of the largest matrix product of an encoder. ``rows`` is ``x[mask.bool()]``
+    when the caller already made it: encoders that project the same frames (DL-DKD's two
+    branches) then share one copy of the valid rows instead of gathering one each.
 
-    Shapes: x (N, T, d_in), mask (N, T) or None -> (N, T, D).
+    Shapes: x (N, T, d_in), mask (N, T) or None, rows (n_valid, d_in) -> (N, T, D).
     """
     if mask is None:
         return projection(x)                                           # (N, T, D)
     valid = mask.bool()                                                # (N, T)
-    packed = projection(x[valid])                                      # (n_valid, D)
+    packed = projection(x[valid] if rows is None else rows)            # (n_valid, D)
     out = packed.new_zeros(x.shape[:2] + packed.shape[-1:])            # (N, T, D)
     return out.index_put((valid,), packed)
 
@@ -79,6 +82,7 @@ class SequenceEncoder(nn.Module):
         self.encoder = attention if attention is not None else SelfAttentionLayer(hidden, heads, dropout)
         self.pack_valid = pack_valid
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        projected = project_valid(self.projection, x, mask if self.pack_valid else None)
+    def forward(self, x: Tensor, mask: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
+        """``rows``: ``x[mask.bool()]`` made once by the caller (used with ``pack_valid``)."""
+        projected = project_valid(self.projection, x, mask if self.pack_valid else None, rows)
         return self.encoder(self.position(projected), mask)  # (B, T, D)
