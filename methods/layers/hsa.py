@@ -88,10 +88,16 @@ class HSA(nn.Module):
         """P^(k) = ReLU(Conv1d_k(H ⊙ μ)) for every k (padded tokens zeroed first; the outputs at
         padded positions are left for the pooling mask). Shapes: -> |K| tensors (Nq, L, D)."""
         x = (tokens * mask.to(tokens.dtype)[..., None]).transpose(1, 2)   # (Nq, D, L)
+        # one padded copy for every kernel, each conv reading its window of it: autograd keeps
+        # that one copy instead of one per kernel (same values, so the same results)
+        most_left = max((k - 1) // 2 for k in self.kernels)
+        padded = F.pad(x, (most_left, max(k // 2 for k in self.kernels)))  # (Nq, D, L + pads)
+        length = x.shape[-1]
         states = []
         for k, conv in zip(self.kernels, self.convs):
-            left, right = (k - 1) // 2, k // 2                              # floor / ceil of (k-1)/2
-            states.append(F.relu(conv(F.pad(x, (left, right)))).transpose(1, 2))  # (Nq, L, D)
+            start = most_left - (k - 1) // 2                                # floor / ceil of (k-1)/2
+            window = padded[..., start:start + length + k - 1]              # (Nq, D, L + k - 1)
+            states.append(F.relu(conv(window)).transpose(1, 2))             # (Nq, L, D)
         return states
 
     def phrase_features(self, tokens: Tensor, mask: Tensor) -> Tensor:
