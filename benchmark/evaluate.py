@@ -436,7 +436,7 @@ def _method_device(method: torch.nn.Module, device: torch.device | str | None) -
     return torch.device("cpu")
 
 
-def evaluate_method(method: PRVRMethod, split: SplitData, *, query_chunk: int = 2048,
+def evaluate_method(method: PRVRMethod, split: SplitData, *, query_chunk: int = 512,
                     video_chunk: int | None = None,
                     device: torch.device | str | None = None) -> EvalResult:
     """Encode a split with ``method`` and rank every score key it returns.
@@ -455,7 +455,7 @@ def evaluate_method(method: PRVRMethod, split: SplitData, *, query_chunk: int = 
     return result
 
 
-def evaluate_method_with_scores(method: PRVRMethod, split: SplitData, *, query_chunk: int = 2048,
+def evaluate_method_with_scores(method: PRVRMethod, split: SplitData, *, query_chunk: int = 512,
                                 video_chunk: int | None = None,
                                 device: torch.device | str | None = None
                                 ) -> tuple[EvalResult, dict[str, np.ndarray]]:
@@ -500,6 +500,7 @@ def _score_and_rank(method: PRVRMethod, split: SplitData, query_chunk: int,
             for vs in range(0, num_videos, step):    # loop over video chunks
                 batch = split.video_batch(np.arange(vs, min(vs + step, num_videos))).to(device)
                 parts.append(method.encode_videos(batch).to(keep))
+                del batch      # else it lives on while the next chunk is collated: two at once
             videos = type(parts[0]).cat(parts) if len(parts) > 1 else parts[0]
             for qs in range(0, num_queries, query_chunk):    # loop over query blocks
                 qe = min(qs + query_chunk, num_queries)
@@ -523,6 +524,7 @@ def _score_and_rank(method: PRVRMethod, split: SplitData, query_chunk: int,
                         if name not in kept:
                             kept[name] = np.empty((num_queries, num_videos), dtype=host.dtype)
                         kept[name][qs:qe] = host
+                del queries, blocks, out     # before the next block is encoded
     finally:
         method.train(was_training)
     return ranker.result(ids, mv, bool(split.synthetic)), kept
