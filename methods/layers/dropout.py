@@ -3,8 +3,8 @@
 On the CPU, ``torch.nn.functional.dropout`` draws ``noise = bernoulli(1 - p) / (1 - p)`` as a
 tensor of the input's dtype and returns ``input * noise``; autograd then keeps ``noise`` (4 bytes
 per element in float32) until backward. In KDC-Net's training step those noise tensors were
-about 485 MB of the 2.9 GB that autograd saved on a small-TVR batch (`nox -s bench -- --scale
-full`, docs/benchmarks.md).
+about 485 MB of the 2.9 GB that autograd saved on one 128-video TVR batch (counted with
+autograd's saved-tensor hooks; docs/architecture.md §5.4).
 
 :func:`dropout` makes the same calls in the same order (so the same random numbers, on any CPU,
 and the same output bits) but keeps only ``noise != 0`` (1 byte per element) and rebuilds the

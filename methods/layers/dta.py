@@ -166,7 +166,7 @@ class DynamicTemporalAttention(SelfAttentionLayer):
 
         Under autograd the weights are recomputed in backward instead of kept: the window and
         the two softmaxes leave about five (B, h, T, T) tensors per layer to autograd (about
-        0.3 GB per branch on a 128-video TVR batch), and recomputing them costs a small
+        0.3 GB for kdc-net's two branches on a 128-video TVR batch), and recomputing them costs a small
         fraction of the step. Nothing in here draws random numbers, so the recomputation and
         the gradients are bit-identical to keeping them (tests/test_dta.py).
 
