@@ -244,7 +244,9 @@ def test_pruned_trial_run_finished_with_state_pruned(tiny_root, stores_dir, optu
 @pytest.mark.slow
 def test_sigkilled_worker_then_resume_keeps_finished_trials(tiny_root, stores_dir, optuna_url,
                                                            mlflow_uri):
-    spec = _spec("killed", n_trials=2, epochs=2)
+    # 30 epochs of mean-pool on tiny TVR: several seconds per trial, so that the poll below
+    # sees the second trial running (with 2 epochs a quiet machine finished it in between)
+    spec = _spec("killed", n_trials=2, epochs=30)
     box: dict = {}
 
     def first_launch():
@@ -259,7 +261,7 @@ def test_sigkilled_worker_then_resume_keeps_finished_trials(tiny_root, stores_di
     victim = None
     deadline = time.time() + 240
     while time.time() < deadline and victim is None and launcher.is_alive():
-        time.sleep(0.2)
+        time.sleep(0.05)
         try:
             trials = _trials(optuna_url, study_name)
         except KeyError:
