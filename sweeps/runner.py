@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmark import console, naming, stores, tracking
-from benchmark.data.prepared import prepare_data
+from benchmark.data.prepared import Log, prepare_data
 from benchmark.errors import PRVRBenchError
 from benchmark.naming import Tag, TrialStateTag
 from sweeps import narration
@@ -47,8 +47,6 @@ from sweeps import storage as st
 from sweeps.studies import StudySpec
 
 STUDY_ATTR_PARENT = "mlflow_parent_run_id"
-
-Log = Callable[[str], None]
 
 
 class SweepError(PRVRBenchError, RuntimeError):
